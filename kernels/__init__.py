@@ -1,0 +1,1 @@
+"""Triton kernels of mmembed, installed as ``mmembed.kernels``."""

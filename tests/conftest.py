@@ -1,0 +1,44 @@
+import os
+
+import torch
+
+# Without a GPU, the Triton kernels run in Triton's CPU interpreter. The variable must be set
+# before any @triton.jit function is defined, i.e. before mmembed is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from mmembed import SharedEmbedding  # noqa: E402
+
+
+def make_pair(num_embeddings, embedding_dim, out_features, seed=0, **kwargs):
+    """A SharedEmbedding and the nn.Embedding + nn.Linear it must match, with equal weights."""
+    torch.manual_seed(seed)
+    layer = SharedEmbedding(num_embeddings, embedding_dim, out_features, **kwargs)
+    embedding = torch.nn.Embedding(
+        num_embeddings,
+        embedding_dim,
+        padding_idx=kwargs.get("padding_idx"),
+        max_norm=kwargs.get("max_norm"),
+        dtype=kwargs.get("dtype"),
+    )
+    linear = None
+    with torch.no_grad():
+        embedding.weight.copy_(layer.weight)
+    if out_features is not None:
+        linear = torch.nn.Linear(
+            embedding_dim, out_features, bias=kwargs.get("bias", True), dtype=kwargs.get("dtype")
+        )
+        linear.load_state_dict(layer.projection.state_dict())
+    return layer, embedding, linear
+
+
+def run_torch(embedding, linear, ids):
+    rows = embedding(ids)
+    return linear(rows) if linear is not None else rows
+
+
+@pytest.fixture
+def pair():
+    return make_pair
