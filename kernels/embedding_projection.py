@@ -73,6 +73,15 @@ def _ieee(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
 
 
+@triton.jit
+def _load_rows(ids_ptr, offs, mask, V):
+    """Row indices (int64) of the ids at ``offs``, and which are real: lanes masked off or holding
+    an id outside [0, V) point at row 0 and are flagged invalid, so no access leaves the table."""
+    rows = tl.load(ids_ptr + offs, mask=mask, other=0).to(tl.int64)
+    valid = mask & (rows >= 0) & (rows < V)
+    return tl.where(valid, rows, 0), valid
+
+
 # --------------------------------------------------------------------------------------------
 # Forward: Y = E[ids] @ W.T + b, table rows gathered straight into the GEMM tiles.
 # --------------------------------------------------------------------------------------------
@@ -89,9 +98,7 @@ def _forward_direct_kernel(
     offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
     n_mask = offs_n < N
     h_mask = offs_h < H
-    rows = tl.load(ids_ptr + offs_n, mask=n_mask, other=0).to(tl.int64)
-    valid = n_mask & (rows >= 0) & (rows < V)
-    rows = tl.where(valid, rows, 0)
+    rows, valid = _load_rows(ids_ptr, offs_n, n_mask, V)
 
     acc = tl.zeros((BLOCK_N, BLOCK_H), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
@@ -152,9 +159,7 @@ def _gather_rows_kernel(
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     n_mask = offs_n < N
     h_mask = offs_h < H
-    rows = tl.load(ids_ptr + offs_n, mask=n_mask, other=0).to(tl.int64)
-    valid = n_mask & (rows >= 0) & (rows < V)
-    rows = tl.where(valid, rows, 0)
+    rows, valid = _load_rows(ids_ptr, offs_n, n_mask, V)
     vals = tl.load(
         t_ptr + rows[:, None] * stride_t + offs_h[None, :],
         mask=valid[:, None] & h_mask[None, :],
@@ -205,9 +210,7 @@ def _projection_grad_kernel(
     for n0 in range(start, stop, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < stop
-        rows = tl.load(ids_ptr + offs_n, mask=n_mask, other=0).to(tl.int64)
-        valid = n_mask & (rows >= 0) & (rows < V)
-        rows = tl.where(valid, rows, 0)
+        rows, valid = _load_rows(ids_ptr, offs_n, n_mask, V)
         dy = tl.load(
             dy_ptr + offs_n[:, None].to(tl.int64) * stride_dy + offs_h[None, :],
             mask=n_mask[:, None] & h_mask[None, :],
@@ -283,9 +286,8 @@ def _table_grad_atomic_kernel(
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     n_mask = offs_n < N
     d_mask = offs_d < D
-    rows = tl.load(ids_ptr + offs_n, mask=n_mask, other=0).to(tl.int64)
-    valid = n_mask & (rows >= 0) & (rows < V) & (rows != padding_idx)
-    rows = tl.where(valid, rows, 0)
+    rows, valid = _load_rows(ids_ptr, offs_n, n_mask, V)
+    valid = valid & (rows != padding_idx)
 
     acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     for h0 in range(0, H, BLOCK_H):
@@ -429,9 +431,7 @@ def _scatter_add_rows_kernel(
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     n_mask = offs_n < N
     h_mask = offs_h < H
-    rows = tl.load(ids_ptr + offs_n, mask=n_mask, other=0).to(tl.int64)
-    valid = n_mask & (rows >= 0) & (rows < V)
-    rows = tl.where(valid, rows, 0)
+    rows, valid = _load_rows(ids_ptr, offs_n, n_mask, V)
     vals = tl.load(
         x_ptr + offs_n[:, None].to(tl.int64) * stride_x + offs_h[None, :],
         mask=valid[:, None] & h_mask[None, :],
