@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 train: setup
 	$(PY) -m mmembed.demo --out outputs/demo
-	$(PY) scripts/bench_embedding.py --reps 10
+	$(PY) scripts/bench_embedding.py
 
 lint: setup
 	$(PY) -m ruff check .
