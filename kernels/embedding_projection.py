@@ -27,6 +27,7 @@ __all__ = [
     "gather_rows",
     "projection_weight_grad",
     "table_grad_atomic",
+    "sort_ids",
     "segment_sum_rows",
     "table_grad_from_segments",
     "scatter_add_rows",

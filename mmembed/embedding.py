@@ -29,8 +29,8 @@ class SharedEmbedding(nn.Module):
         out_features: model width H of the projection W (H x D). ``None``: no projection, the
             layer is a plain lookup (``nn.Embedding``).
         bias: whether the projection has a bias b (H,).
-        padding_idx: this row's output ignores nothing but gets no gradient, and is initialised
-            to zeros, as in ``nn.Embedding`` (so it outputs just the bias).
+        padding_idx: this row gets no gradient and is initialised to zeros, as in
+            ``nn.Embedding`` (so it outputs just the bias).
         max_norm: rows looked up with a norm above this are renormalised in place first,
             as in ``nn.Embedding``. ``norm_type`` is the p of that norm.
         backend: ``"triton"``: the ``mmembed::embed_project`` op (Triton kernels on CUDA, its
