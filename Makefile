@@ -4,9 +4,22 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup train test bench lint
+# Debian packages the embedded corpora are generated from: flite voices and WordNet example
+# sentences (speech), the Noto emoji font with Unicode/CLDR names (captions).
+APT_PACKAGES := flite wordnet-base fonts-noto-color-emoji unicode-data unicode-cldr-core
 
-setup: $(VENV)/.installed
+.PHONY: setup system-deps train demo test bench lint
+
+setup: system-deps $(VENV)/.installed
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,9 +27,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# The main job: build the embedded speech corpus if missing (flite, ~1-2 min), train the default
+# speech recogniser, test the best checkpoint and print test WER/CER.
 train: setup
+	$(PY) -m mmembed.train experiment=asr_default
+
+# The SharedEmbedding demo on GloVe vectors (nearest neighbours, PCA/t-SNE plots).
+demo: setup
 	$(PY) -m mmembed.demo --out outputs/demo
-	$(PY) scripts/bench_embedding.py
 
 lint: setup
 	$(PY) -m ruff check .

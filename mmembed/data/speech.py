@@ -1,0 +1,285 @@
+"""Speech-recognition data: manifest entries -> checked utterances -> duration-bucketed batches."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import soundfile
+import torch
+import torchaudio
+
+from mmembed.data.manifest import ManifestEntry, read_manifest
+from mmembed.data.sampling import DurationBucketBatchSampler
+from mmembed.text.tokenizers import Tokenizer, normalize_text
+
+log = logging.getLogger(__name__)
+
+# A file whose real length differs from the manifest by more than this is treated as truncated.
+DURATION_TOLERANCE_S = 0.1
+
+
+class AudioSkipWarning(UserWarning):
+    """Utterances were skipped while indexing a manifest (the message counts and names them)."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio_path: Path
+    text: str
+    duration: float
+
+
+def index_utterances(
+    entries: Sequence[ManifestEntry],
+    manifest: str | PathLike,
+    min_duration: float = 0.0,
+    max_duration: float = float("inf"),
+    max_text_chars: int | None = None,
+    strict: bool = False,
+) -> list[Utterance]:
+    """Keep the entries whose audio is readable, non-empty, as long as the manifest says, within
+    the duration range, and whose normalised transcript is non-empty and not over-long.
+
+    Unusable entries are skipped with one counted warning naming each file (``strict=True``
+    raises on the first instead). Only headers are read, so this is fast.
+    """
+    kept, skipped = [], []
+    for entry in entries:
+        reason = _problem(entry, min_duration, max_duration, max_text_chars)
+        if reason is None:
+            kept.append(Utterance(entry.audio_path, normalize_text(entry.text), entry.duration))
+            continue
+        message = f"{manifest}:{entry.line}: {entry.audio_path}: {reason}"
+        if strict:
+            raise ValueError(message)
+        skipped.append((message, reason.split(" (")[0]))
+    if skipped:
+        counts = Counter(kind for _, kind in skipped)
+        listing = "\n  ".join(message for message, _ in skipped[:20])
+        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        warnings.warn(
+            f"{manifest}: skipped {len(skipped)} of {len(entries)} utterances "
+            f"({dict(counts)}):\n  {listing}{more}",
+            AudioSkipWarning,
+            stacklevel=2,
+        )
+    return kept
+
+
+def _problem(
+    entry: ManifestEntry, min_duration: float, max_duration: float, max_text_chars: int | None
+) -> str | None:
+    text = normalize_text(entry.text)
+    if not text:
+        return "empty transcript"
+    if max_text_chars is not None and len(text) > max_text_chars:
+        return f"transcript too long ({len(text)} > {max_text_chars} characters)"
+    try:
+        info = soundfile.info(str(entry.audio_path))
+    except Exception as err:  # soundfile raises several types for missing/corrupt files
+        return f"unreadable audio ({type(err).__name__}: {err})"
+    if info.frames == 0:
+        return "empty audio"
+    real_duration = info.frames / info.samplerate
+    if abs(real_duration - entry.duration) > DURATION_TOLERANCE_S:
+        return (
+            f"truncated or mislabelled audio (file has {real_duration:.2f} s, "
+            f"manifest says {entry.duration:.2f} s)"
+        )
+    if not min_duration <= real_duration <= max_duration:
+        return (
+            f"duration out of range ({real_duration:.2f} s not in [{min_duration}, {max_duration}])"
+        )
+    return None
+
+
+def load_audio(path: Path, sample_rate: int) -> torch.Tensor:
+    """Mono float waveform at ``sample_rate`` (channels averaged, resampled if needed)."""
+    try:
+        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise RuntimeError(f"{path}: cannot read audio ({err})") from err
+    waveform = torch.from_numpy(samples).mean(dim=1)
+    if file_rate != sample_rate:
+        waveform = torchaudio.functional.resample(waveform, file_rate, sample_rate)
+    return waveform
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        sample_rate: int = 16000,
+        speed_factors: Sequence[float] | None = None,
+    ):
+        self.utterances = list(utterances)
+        self.sample_rate = sample_rate
+        self.tokenizer: Tokenizer | None = None
+        self.speed = (
+            torchaudio.transforms.SpeedPerturbation(sample_rate, list(speed_factors))
+            if speed_factors
+            else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def durations(self) -> list[float]:
+        return [u.duration for u in self.utterances]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.tokenizer is None:
+            raise RuntimeError("SpeechDataset needs a tokenizer: call set_tokenizer() first")
+        utterance = self.utterances[index]
+        waveform = load_audio(utterance.audio_path, self.sample_rate)
+        if self.speed is not None:
+            waveform, _ = self.speed(waveform)
+        return {
+            "waveform": waveform,
+            "tokens": torch.tensor(self.tokenizer.encode(utterance.text), dtype=torch.long),
+            "text": utterance.text,
+        }
+
+
+def collate_speech(items: list[dict[str, Any]]) -> dict[str, Any]:
+    waveforms = [item["waveform"] for item in items]
+    tokens = [item["tokens"] for item in items]
+    return {
+        "waveforms": torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True),
+        "waveform_lengths": torch.tensor([len(w) for w in waveforms]),
+        "tokens": torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=0),
+        "token_lengths": torch.tensor([len(t) for t in tokens]),
+        "texts": [item["text"] for item in items],
+    }
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Train/validation/test manifests in one folder, batched by duration.
+
+    Args:
+        data_dir: folder holding the manifests (relative ``audio_filepath``s resolve against the
+            manifest's own folder).
+        train_manifest, val_manifest, test_manifest: manifest file names inside ``data_dir``
+            (or absolute paths).
+        sample_rate: model rate; files at other rates are resampled.
+        max_batch_duration: seconds of padded audio per batch (the GPU/CPU memory knob).
+        max_batch_size: optional cap on utterances per batch.
+        min_duration, max_duration: utterances outside are skipped (counted warning).
+        max_text_chars: transcripts longer than this are skipped (counted warning).
+        speed_factors: speed perturbation of training audio (e.g. ``[0.9, 1.0, 1.1]``).
+        strict: raise on the first unusable utterance instead of skipping it.
+        generate_if_missing: build the embedded default corpus (``mmembed-data speech``) into
+            ``data_dir`` with ``corpus`` as its spec when it is missing or differs.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        train_manifest: str = "train.jsonl",
+        val_manifest: str = "validation.jsonl",
+        test_manifest: str = "test.jsonl",
+        sample_rate: int = 16000,
+        max_batch_duration: float = 160.0,
+        max_batch_size: int | None = None,
+        min_duration: float = 0.1,
+        max_duration: float = 20.0,
+        max_text_chars: int | None = 400,
+        speed_factors: Sequence[float] | None = None,
+        num_workers: int = 0,
+        strict: bool = False,
+        seed: int = 0,
+        generate_if_missing: bool = False,
+        corpus: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.manifests = {
+            "train": self.data_dir / train_manifest,
+            "validation": self.data_dir / val_manifest,
+            "test": self.data_dir / test_manifest,
+        }
+        self.sample_rate = sample_rate
+        self.max_batch_duration = max_batch_duration
+        self.max_batch_size = max_batch_size
+        self.filters = dict(
+            min_duration=min_duration, max_duration=max_duration, max_text_chars=max_text_chars
+        )
+        self.speed_factors = list(speed_factors) if speed_factors else None
+        self.num_workers = num_workers
+        self.strict = strict
+        self.seed = seed
+        self.generate_if_missing = generate_if_missing
+        self.corpus = dict(corpus or {})
+        self.tokenizer: Tokenizer | None = None
+        self.datasets: dict[str, SpeechDataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.generate_if_missing:
+            from mmembed.datagen.speech import ensure_speech_corpus
+
+            ensure_speech_corpus(self.data_dir, **self.corpus)
+
+    def _dataset(self, split: str) -> SpeechDataset:
+        if split not in self.datasets:
+            manifest = self.manifests[split]
+            utterances = index_utterances(
+                read_manifest(manifest), manifest, strict=self.strict, **self.filters
+            )
+            if not utterances:
+                raise ValueError(f"{manifest}: no usable utterances")
+            speed = self.speed_factors if split == "train" else None
+            dataset = SpeechDataset(utterances, self.sample_rate, speed)
+            dataset.tokenizer = self.tokenizer
+            self.datasets[split] = dataset
+            log.info(
+                "%s: %d utterances, %.1f h", split, len(dataset), sum(dataset.durations()) / 3600
+            )
+        return self.datasets[split]
+
+    def training_texts(self) -> list[str]:
+        """Training transcripts, to train the tokenizer on (nothing from validation/test)."""
+        return [u.text for u in self._dataset("train").utterances]
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        for dataset in self.datasets.values():
+            dataset.tokenizer = tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+        for split in splits.get(stage, ("train", "validation", "test")):
+            self._dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
+        dataset = self._dataset(split)
+        sampler = DurationBucketBatchSampler(
+            dataset.durations(),
+            self.max_batch_duration,
+            max_batch_size=self.max_batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+        )
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_speech,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,21 @@
+"""Text side shared by the tasks: normalisation and tokenizers."""
+
+from mmembed.text.tokenizers import (
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    load_tokenizer_dict,
+    normalize_text,
+    train_tokenizer,
+)
+
+__all__ = [
+    "BPETokenizer",
+    "CharTokenizer",
+    "Tokenizer",
+    "load_tokenizer",
+    "load_tokenizer_dict",
+    "normalize_text",
+    "train_tokenizer",
+]

@@ -1,0 +1,188 @@
+"""``mmembed-train``: compose the Hydra config, train, test the best checkpoint, report.
+
+    mmembed-train experiment=asr_default
+    mmembed-train experiment=asr_default trainer=gpu trainer.max_epochs=30
+    mmembed-train experiment=asr_default \
+        ckpt_path=logs/asr_default/runs/<run>/checkpoints/last.ckpt
+
+One process per rank: under torchrun or SLURM every rank runs this same entry point and
+Lightning reads its rank from the environment (set ``MMEMBED_RUN_ID`` so all ranks share one
+run folder). Data preparation runs under a file lock, so ranks never build a corpus twice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
+
+log = logging.getLogger(__name__)
+
+TOP_LEVEL_KEYS = {
+    "data", "task", "tokenizer", "callbacks", "logger", "trainer", "paths", "experiment",
+    "debug", "task_name", "tags", "monitor", "seed", "train", "test", "ckpt_path", "hydra",
+    "optimized_metric",
+}  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """The composed config names something that does not exist."""
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail on unknown top-level keys (a typo in an experiment file would otherwise be ignored)
+    and on interpolations that do not resolve. Unknown keys inside a component fail when it is
+    built, with Hydra naming the full key."""
+    unknown = sorted(set(cfg.keys()) - TOP_LEVEL_KEYS)
+    if unknown:
+        hints = {
+            key: difflib.get_close_matches(key, sorted(TOP_LEVEL_KEYS), n=1) for key in unknown
+        }
+        detail = ", ".join(
+            f"{key!r}" + (f" (did you mean {hints[key][0]!r}?)" if hints[key] else "")
+            for key in unknown
+        )
+        raise ConfigError(f"unknown top-level config key(s): {detail}")
+    for group in ("data", "task", "trainer", "tokenizer"):
+        if not isinstance(cfg.get(group), DictConfig) or "_target_" not in cfg[group]:
+            raise ConfigError(f"config group {group!r} must be set and have a _target_")
+    # Resolve every interpolation now: a bad one should fail before minutes of data preparation.
+    # Hydra's own keys resolve only inside a Hydra run, so they are left out.
+    for key, node in cfg.items():
+        if key != "hydra" and isinstance(node, DictConfig):
+            OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+
+
+@contextmanager
+def node_lock(path: Path):
+    """An exclusive lock shared by the processes of one machine (ranks of a DDP job)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
+    """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned);
+    otherwise one is trained on the training texts. Training is deterministic, so every rank
+    builds the same one without communicating."""
+    if cfg.get("ckpt_path"):
+        checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+        if "tokenizer" not in checkpoint:
+            raise ConfigError(f"{cfg.ckpt_path}: checkpoint has no tokenizer; not an mmembed run?")
+        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(cfg.ckpt_path))
+    return hydra.utils.instantiate(cfg.tokenizer)(datamodule.training_texts())
+
+
+def instantiate_dict(section: DictConfig | None) -> list[Any]:
+    if not section:
+        return []
+    return [
+        hydra.utils.instantiate(conf)
+        for conf in section.values()
+        if isinstance(conf, DictConfig) and "_target_" in conf
+    ]
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    validate_config(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    with node_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):
+        datamodule.prepare_data()
+    tokenizer = build_tokenizer(cfg, datamodule)
+    datamodule.set_tokenizer(tokenizer)
+    _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
+
+    task = hydra.utils.instantiate(cfg.task, tokenizer=tokenizer)
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    loggers = instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    hparams = {
+        k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train"):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(_scalars(trainer.callback_metrics))
+    best = _best_checkpoint(trainer)
+    if cfg.get("test"):
+        if best is None:
+            log.warning("no best checkpoint was saved; testing the current weights")
+        trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        metrics.update(_scalars(trainer.callback_metrics))
+    _report(metrics, best, output_dir)
+    return metrics
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if callback is None or getattr(trainer, "fast_dev_run", False):
+        return None
+    return getattr(callback, "best_model_path", None) or None
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, value in metrics.items()
+        if isinstance(value, torch.Tensor) and value.numel() == 1
+    }
+
+
+@rank_zero_only
+def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    tokenizer.save(path)
+
+
+@rank_zero_only
+def _report(metrics: dict[str, float], best: str | None, output_dir: Path) -> None:
+    lines = ["", "=" * 60, "final metrics:"]
+    lines += [f"  {name:<24} {value:.4f}" for name, value in sorted(metrics.items())]
+    lines += [
+        f"best checkpoint: {best or '(none saved)'}",
+        f"run folder (logs, tokenizer, plots): {output_dir}",
+        "=" * 60,
+    ]
+    print("\n".join(lines), flush=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mmembed.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    # Under Lightning's own DDP launcher, ranks > 0 re-run this script; threads are per process.
+    torch.set_float32_matmul_precision("high")
+    metrics = run(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    main()

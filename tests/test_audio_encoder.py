@@ -1,0 +1,99 @@
+"""Audio encoder stages, and that the speech model exports with dynamic batch and length."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from mmembed import SharedEmbedding
+from mmembed.models.audio import SelfAttention, SpecAugment, build_audio_encoder
+from mmembed.tasks.speech_recognition import SpeechRecognition, ctc_greedy
+from mmembed.text import train_tokenizer
+
+SMALL = dict(d_model=32, num_layers=1, num_heads=4, ffn_dim=64, n_mels=40,
+             subsampling_channels=8)  # fmt: skip
+
+
+def small_task():
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(["hello world"], "char")
+    encoder = build_audio_encoder(out_dim=32, **SMALL)
+    return SpeechRecognition(
+        tokenizer, encoder, functools.partial(SharedEmbedding, embedding_dim=16), width=32
+    ).eval()
+
+
+def test_encoder_output_width_and_lengths_follow_the_4x_subsampling():
+    encoder = build_audio_encoder(out_dim=24, **SMALL).eval()
+    waveforms = torch.randn(2, 16000)
+    frames, lengths = encoder(waveforms, torch.tensor([16000, 8000]))
+    assert frames.shape == (2, 26, 24)  # 101 feature frames -> 51 -> 26
+    assert lengths.tolist() == [26, 13]
+
+
+def test_padding_barely_changes_an_utterances_frames():
+    encoder = build_audio_encoder(out_dim=24, **{**SMALL, "conv_kernel_size": 3}).eval()
+    audio = torch.randn(1, 8000)
+    alone, _ = encoder(audio, torch.tensor([8000]))
+    padded = torch.cat([torch.cat([audio, torch.zeros(1, 8000)], dim=1), torch.randn(1, 16000)])
+    batched, lengths = encoder(padded, torch.tensor([8000, 16000]))
+    ignoring_lengths, _ = encoder(padded, torch.tensor([16000, 16000]))
+    # The last frames see the padding through the STFT window and convolutions (which also
+    # nudges the per-utterance feature statistics); masking must keep padding out of the rest.
+    keep = lengths[0] - 4
+    masked_error = (batched[0, :keep] - alone[0, :keep]).abs().max()
+    unmasked_error = (ignoring_lengths[0, :keep] - alone[0, :keep]).abs().max()
+    assert masked_error < 0.05
+    assert masked_error < 0.1 * unmasked_error
+
+
+def test_spec_augment_masks_only_in_training():
+    augment = SpecAugment(freq_mask_param=10, time_mask_param=10)
+    features = torch.ones(2, 50, 40)
+    assert torch.equal(augment.eval()(features), features)
+    torch.manual_seed(0)
+    masked = augment.train()(features)
+    assert (masked == 0).any() and masked.shape == features.shape
+
+
+def test_self_attention_matches_multihead_attention():
+    torch.manual_seed(0)
+    reference = nn.MultiheadAttention(32, 4).eval()
+    ours = SelfAttention(reference).eval()
+    x = torch.randn(7, 3, 32)
+    padding = torch.tensor([[False] * 7, [False] * 5 + [True] * 2, [False] * 3 + [True] * 4])
+    expected, _ = reference(x, x, x, key_padding_mask=padding, need_weights=False)
+    got, _ = ours(x, x, x, key_padding_mask=padding)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert set(ours.state_dict()) == set(reference.state_dict())
+
+
+def test_invalid_encoder_settings_are_named():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        build_audio_encoder(out_dim=8, d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="conv_kernel_size must be odd"):
+        build_audio_encoder(out_dim=8, conv_kernel_size=4)
+
+
+def test_speech_model_exports_with_dynamic_batch_and_length():
+    task = small_task()
+    waveforms, lengths = torch.randn(2, 16000), torch.tensor([16000, 12000])
+    batch = torch.export.Dim("batch", min=1, max=64)
+    samples = torch.export.Dim("samples", min=1600, max=16000 * 60)
+    program = torch.export.export(
+        task, (waveforms, lengths), dynamic_shapes=({0: batch, 1: samples}, {0: batch})
+    )
+    other = torch.randn(3, 20000), torch.tensor([20000, 18000, 5000])
+    for args in ((waveforms, lengths), other):
+        expected = task(*args)
+        got = program.module()(*args)
+        torch.testing.assert_close(got[0], expected[0])
+        assert torch.equal(got[1], expected[1])
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks():
+    path = torch.tensor([[0, 5, 5, 0, 5, 6, 6, 0, 7, 7]])
+    log_probs = torch.nn.functional.one_hot(path, 8).float().log()
+    assert ctc_greedy(log_probs, torch.tensor([10]), blank_id=0) == [[5, 5, 6, 7]]
+    assert ctc_greedy(log_probs, torch.tensor([4]), blank_id=0) == [[5]]
