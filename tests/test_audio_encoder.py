@@ -24,8 +24,9 @@ def small_task():
     ).eval()
 
 
-def test_encoder_output_width_and_lengths_follow_the_4x_subsampling():
-    encoder = build_audio_encoder(out_dim=24, **SMALL).eval()
+@pytest.mark.parametrize("subsampling", ["conv2d", "conv1d"])
+def test_encoder_output_width_and_lengths_follow_the_4x_subsampling(subsampling):
+    encoder = build_audio_encoder(out_dim=24, **SMALL, subsampling=subsampling).eval()
     waveforms = torch.randn(2, 16000)
     frames, lengths = encoder(waveforms, torch.tensor([16000, 8000]))
     assert frames.shape == (2, 26, 24)  # 101 feature frames -> 51 -> 26
@@ -72,6 +73,8 @@ def test_self_attention_matches_multihead_attention():
 def test_invalid_encoder_settings_are_named():
     with pytest.raises(ValueError, match="divisible by num_heads"):
         build_audio_encoder(out_dim=8, d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="subsampling must be one of"):
+        build_audio_encoder(out_dim=8, subsampling="conv3d")
     with pytest.raises(ValueError, match="conv_kernel_size must be odd"):
         build_audio_encoder(out_dim=8, conv_kernel_size=4)
 

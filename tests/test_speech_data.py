@@ -182,3 +182,24 @@ def test_datamodule_batches_tokenised_utterances(tmp_path):
     for row, text in enumerate(batch["texts"]):
         length = batch["token_lengths"][row]
         assert tokenizer.decode(batch["tokens"][row, :length].tolist()) == text
+
+
+def test_speed_perturbation_changes_training_audio_length_only(tmp_path):
+    from mmembed.data.speech import SpeechDataset, Utterance
+
+    path = _write_wav(tmp_path / "a.wav", 1.0)
+    tokenizer = train_tokenizer(["abc"], kind="char")
+    plain = SpeechDataset([Utterance(path, "abc", 1.0)])
+    faster = SpeechDataset([Utterance(path, "abc", 1.0)], speed_factors=[2.0])
+    plain.tokenizer = faster.tokenizer = tokenizer
+    assert len(plain[0]["waveform"]) == 16000
+    assert len(faster[0]["waveform"]) == 8000
+    assert faster[0]["tokens"].tolist() == plain[0]["tokens"].tolist()
+
+
+def test_dataset_without_tokenizer_says_so(tmp_path):
+    from mmembed.data.speech import SpeechDataset, Utterance
+
+    dataset = SpeechDataset([Utterance(_write_wav(tmp_path / "a.wav", 0.2), "a", 0.2)])
+    with pytest.raises(RuntimeError, match="needs a tokenizer"):
+        dataset[0]

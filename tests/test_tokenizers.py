@@ -39,6 +39,8 @@ def test_reserved_ids_are_the_same_for_every_kind(kind):
     assert (tokenizer.pad_id, tokenizer.blank_id, tokenizer.unk_id) == (PAD_ID, BLANK_ID, UNK_ID)
     assert (tokenizer.bos_id, tokenizer.eos_id) == (BOS_ID, EOS_ID)
     assert [tokenizer.id_to_token(i) for i in range(4)] == ["<blank>", "<unk>", "<s>", "</s>"]
+    for token_id in range(tokenizer.vocab_size):
+        assert tokenizer.token_to_id(tokenizer.id_to_token(token_id)) == token_id
     # special ids decode to nothing
     assert tokenizer.decode([BOS_ID, *tokenizer.encode("the dog"), EOS_ID, PAD_ID]) == "the dog"
 

@@ -61,6 +61,8 @@ class Tokenizer(Protocol):
 
     def id_to_token(self, token_id: int) -> str: ...
 
+    def token_to_id(self, token: str) -> int: ...
+
     def to_dict(self) -> dict: ...
 
     def save(self, path: str | PathLike) -> Path: ...
@@ -113,6 +115,11 @@ class CharTokenizer(_SpecialIds):
             return SPECIAL_TOKENS[token_id]
         return self.alphabet[token_id - len(SPECIAL_TOKENS)]
 
+    def token_to_id(self, token: str) -> int:
+        if token in SPECIAL_TOKENS:
+            return SPECIAL_TOKENS.index(token)
+        return self._ids.get(token, UNK_ID)
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "alphabet": self.alphabet}
 
@@ -162,6 +169,10 @@ class BPETokenizer(_SpecialIds):
 
     def id_to_token(self, token_id: int) -> str:
         return self.hf.id_to_token(token_id)
+
+    def token_to_id(self, token: str) -> int:
+        token_id = self.hf.token_to_id(token)
+        return UNK_ID if token_id is None else token_id
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "hf_tokenizer": json.loads(self.hf.to_str())}
