@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 TOP_LEVEL_KEYS = {
     "data", "task", "tokenizer", "callbacks", "logger", "trainer", "paths", "experiment",
     "debug", "task_name", "tags", "monitor", "seed", "train", "test", "ckpt_path", "hydra",
-    "optimized_metric",
+    "optimized_metric", "torch_threads",
 }  # fmt: skip
 
 
@@ -102,6 +102,8 @@ def instantiate_dict(section: DictConfig | None) -> list[Any]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -131,7 +133,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("train"):
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(_scalars(trainer.callback_metrics))
-    best = _best_checkpoint(trainer)
+    # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
+    best = _best_checkpoint(trainer) or (None if cfg.get("train") else cfg.get("ckpt_path"))
     if cfg.get("test"):
         if best is None:
             log.warning("no best checkpoint was saved; testing the current weights")

@@ -145,7 +145,7 @@ def test_ctc_beam_search_decoding_runs(compose_train, speech_corpus):
 
 
 @pytest.mark.slow
-def test_resume_continues_at_the_saved_global_step(compose_train, speech_corpus, tmp_path):
+def test_resume_continues_at_the_saved_global_step(compose_train, speech_corpus, tmp_path, capsys):
     common = asr_overrides(
         speech_corpus,
         "data.max_batch_size=2",  # 6 utterances -> 3 batches per epoch
@@ -183,6 +183,17 @@ def test_resume_continues_at_the_saved_global_step(compose_train, speech_corpus,
     assert steps and min(steps) >= 2, steps
     # the tokenizer came from the checkpoint, not from retraining
     assert saved["tokenizer"] == resumed["tokenizer"]
+
+    # a test-only run evaluates the given checkpoint (not fresh weights)
+    capsys.readouterr()
+    metrics = run(
+        compose_train(
+            [*common, "train=false", "test=true", f"ckpt_path={tmp_path}/resume_from.ckpt"],
+            run_dir=tmp_path / "test_only",
+        )
+    )
+    assert "test/cer" in metrics
+    assert f"best checkpoint: {tmp_path}/resume_from.ckpt" in capsys.readouterr().out
 
 
 @pytest.mark.slow
