@@ -1,0 +1,511 @@
+"""COCO captions: parse and validate the JSON, datasets, a tokenising collate, a DataModule.
+
+A COCO captions file holds ``images[{id, file_name, ...}]`` and
+``annotations[{image_id, caption, ...}]``; ``file_name`` is relative to an images folder.
+Structural problems (invalid JSON, a missing key, an annotation for an unknown image, an image
+file that does not exist) fail at once naming the file and the entry: they mean the data set is
+wrong, and training on the rest would silently drop data. An image file that exists but cannot
+be decoded is skipped with one counted warning (``strict=True`` raises instead): large scraped
+sets usually hold a few of those.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Protocol
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from mmembed.data.image_transforms import eval_transform as default_eval_transform
+from mmembed.data.image_transforms import train_transform as default_train_transform
+
+__all__ = [
+    "CaptionSample",
+    "CaptionTokenizer",
+    "CaptionedImage",
+    "CocoCaptionDataModule",
+    "CocoCaptionDataset",
+    "CocoFormatError",
+    "UnreadableImageError",
+    "UnreadableImageWarning",
+    "collate_captions",
+    "load_coco_captions",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+_LISTED_IN_WARNING = 5
+
+
+class CocoFormatError(ValueError):
+    """A COCO captions file that cannot be used; the message names the file and entry."""
+
+
+class UnreadableImageError(OSError):
+    """An image file that exists but cannot be decoded (raised with ``strict=True``)."""
+
+
+class UnreadableImageWarning(UserWarning):
+    """Images that exist but cannot be decoded were skipped."""
+
+
+class CaptionTokenizer(Protocol):
+    """What the collate needs from a tokenizer (``mmembed.text.tokenizers`` provides it)."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class CaptionedImage:
+    """One image and all its reference captions, in file order."""
+
+    image_id: int
+    path: Path
+    references: tuple[str, ...]
+
+
+class CaptionSample(NamedTuple):
+    image: torch.Tensor
+    caption: str  # the caption to learn (training) or the first reference (evaluation)
+    references: tuple[str, ...]
+    image_id: int
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def load_coco_captions(
+    annotation_file: str | PathLike,
+    images_dir: str | PathLike,
+    *,
+    strict: bool = False,
+    verify_images: bool = True,
+) -> list[CaptionedImage]:
+    """The captioned images of a COCO captions file, in ``images`` order.
+
+    Images without any caption are dropped (they cannot be trained on or scored). With
+    ``verify_images`` every image header is checked with Pillow (cheap: no full decode), and
+    unreadable ones are skipped with an :class:`UnreadableImageWarning`, or raise
+    :class:`UnreadableImageError` if ``strict``.
+    """
+    annotation_file = Path(annotation_file)
+    images_dir = Path(images_dir)
+    data = _read_json(annotation_file)
+    file_names = _parse_images(data["images"], annotation_file)
+    captions = _parse_annotations(data["annotations"], set(file_names), annotation_file)
+    uncaptioned = len(file_names) - len(captions)
+    if uncaptioned:
+        logger.info(
+            "%s: %d image(s) have no caption and are left out", annotation_file, uncaptioned
+        )
+    records = [
+        CaptionedImage(image_id, images_dir / file_name, tuple(captions[image_id]))
+        for image_id, file_name in file_names.items()
+        if image_id in captions
+    ]
+    _check_files_exist(records, annotation_file)
+    if verify_images:
+        records = _drop_unreadable(records, annotation_file, strict)
+    return records
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO captions file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CocoFormatError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise CocoFormatError(f"{path}: not UTF-8 text ({err.reason})") from err
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            problem = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            raise CocoFormatError(f"{path}: '{key}' must be a list, but it is {problem}")
+    return data
+
+
+def _parse_images(images: list[Any], path: Path) -> dict[int, str]:
+    """image id -> file name, in file order."""
+    file_names: dict[int, str] = {}
+    for index, image in enumerate(images):
+        where = f"{path}: images[{index}]"
+        image_id = _required(image, "id", int, where)
+        file_name = _required(image, "file_name", str, where)
+        if not file_name.strip():
+            raise CocoFormatError(f"{where} (id {image_id}) has an empty file_name")
+        if image_id in file_names:
+            raise CocoFormatError(f"{where} repeats image id {image_id}")
+        file_names[image_id] = file_name
+    return file_names
+
+
+def _parse_annotations(
+    annotations: list[Any], known_ids: set[int], path: Path
+) -> dict[int, list[str]]:
+    """image id -> its captions, in file order."""
+    captions: dict[int, list[str]] = {}
+    for index, annotation in enumerate(annotations):
+        where = f"{path}: annotations[{index}]"
+        image_id = _required(annotation, "image_id", int, where)
+        caption = _required(annotation, "caption", str, where).strip()
+        if image_id not in known_ids:
+            raise CocoFormatError(f"{where} refers to unknown image id {image_id}")
+        if not caption:
+            raise CocoFormatError(f"{where} (image id {image_id}) has an empty caption")
+        captions.setdefault(image_id, []).append(caption)
+    return captions
+
+
+def _required(entry: Any, key: str, kind: type, where: str) -> Any:
+    if not isinstance(entry, dict):
+        raise CocoFormatError(f"{where} must be a JSON object, got {type(entry).__name__}")
+    if key not in entry:
+        raise CocoFormatError(f"{where} has no '{key}'")
+    value = entry[key]
+    # bool is an int subclass, but `"id": true` is a mistake, not image 1.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise CocoFormatError(
+            f"{where}: '{key}' must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _check_files_exist(records: list[CaptionedImage], path: Path) -> None:
+    missing = [record for record in records if not record.path.is_file()]
+    if missing:
+        first = missing[0]
+        raise FileNotFoundError(
+            f"{path}: {len(missing)} image file(s) do not exist, first image id "
+            f"{first.image_id}: {first.path}"
+        )
+
+
+def _drop_unreadable(
+    records: list[CaptionedImage], path: Path, strict: bool
+) -> list[CaptionedImage]:
+    readable, problems = [], []
+    for record in records:
+        try:
+            with Image.open(record.path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            if strict:
+                raise UnreadableImageError(
+                    f"{path}: image id {record.image_id}: cannot read {record.path} ({err})"
+                ) from err
+            problems.append(f"{record.path} (image id {record.image_id}: {err})")
+        else:
+            readable.append(record)
+    if problems:
+        listed = "; ".join(problems[:_LISTED_IN_WARNING])
+        more = len(problems) - _LISTED_IN_WARNING
+        warnings.warn(
+            f"{path}: skipped {len(problems)} unreadable image(s) of {len(records)}: {listed}"
+            + (f"; and {more} more" if more > 0 else ""),
+            UnreadableImageWarning,
+            stacklevel=3,
+        )
+    return readable
+
+
+# --- dataset and collate -----------------------------------------------------------------------
+
+
+class CocoCaptionDataset(Dataset):
+    """Images with their captions.
+
+    ``mode="train"``: one item per (image, caption) pair, so an image with five captions is seen
+    five times an epoch. ``mode="eval"``: one item per image, with all its references (the
+    caption field holds the first one, for a validation loss).
+    """
+
+    def __init__(
+        self,
+        images: Sequence[CaptionedImage],
+        *,
+        mode: Literal["train", "eval"] = "train",
+        transform: Callable[[Any], torch.Tensor] | None = None,
+    ):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.images = list(images)
+        self.mode = mode
+        if transform is None:
+            transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+        self.transform = transform
+        if mode == "train":
+            self.items = [
+                (index, caption)
+                for index, record in enumerate(self.images)
+                for caption in range(len(record.references))
+            ]
+        else:
+            self.items = [(index, 0) for index in range(len(self.images))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> CaptionSample:
+        image_index, caption_index = self.items[index]
+        record = self.images[image_index]
+        return CaptionSample(
+            image=self.transform(_load_rgb(record)),
+            caption=record.references[caption_index],
+            references=record.references,
+            image_id=record.image_id,
+        )
+
+    def references(self) -> dict[int, list[str]]:
+        """image id -> its reference captions."""
+        return {record.image_id: list(record.references) for record in self.images}
+
+
+def _load_rgb(record: CaptionedImage) -> Image.Image:
+    try:
+        with Image.open(record.path) as image:
+            return image.convert("RGB")
+    except OSError as err:
+        # Header checks pass some broken files (a truncated JPEG); say which one broke.
+        raise UnreadableImageError(
+            f"image id {record.image_id}: cannot decode {record.path} ({err})"
+        ) from err
+
+
+def collate_captions(
+    samples: Sequence[CaptionSample],
+    tokenizer: CaptionTokenizer | None = None,
+    *,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """Stack images and tokenise captions for teacher forcing.
+
+    Returns ``images`` (B, 3, H, W), ``image_ids`` (B,), ``captions`` and ``references`` (lists)
+    and, with a tokenizer, ``input_ids`` = [bos] + tokens and ``target_ids`` = tokens + [eos]
+    (B, T, padded with ``pad_id``) and ``lengths`` (B,) = len(tokens) + 1. ``max_length`` caps T
+    (tokens beyond it are cut; the eos then falls off too).
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    sizes = {tuple(sample.image.shape) for sample in samples}
+    if len(sizes) > 1:
+        raise ValueError(f"images in a batch differ in shape {sorted(sizes)}; resize them")
+    batch: dict[str, Any] = {
+        "images": torch.stack([sample.image for sample in samples]),
+        "image_ids": torch.tensor([sample.image_id for sample in samples], dtype=torch.long),
+        "captions": [sample.caption for sample in samples],
+        "references": [list(sample.references) for sample in samples],
+    }
+    if tokenizer is not None:
+        batch.update(_teacher_forcing_ids(batch["captions"], tokenizer, max_length))
+    return batch
+
+
+def _teacher_forcing_ids(
+    captions: list[str], tokenizer: CaptionTokenizer, max_length: int | None
+) -> dict[str, torch.Tensor]:
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    encoded = [list(tokenizer.encode(caption)) for caption in captions]
+    inputs = [[tokenizer.bos_id, *tokens] for tokens in encoded]
+    targets = [[*tokens, tokenizer.eos_id] for tokens in encoded]
+    if max_length is not None:
+        inputs = [ids[:max_length] for ids in inputs]
+        targets = [ids[:max_length] for ids in targets]
+    width = max(len(ids) for ids in inputs)
+    input_ids = torch.full((len(captions), width), tokenizer.pad_id, dtype=torch.long)
+    target_ids = torch.full_like(input_ids, tokenizer.pad_id)
+    for row, (source, target) in enumerate(zip(inputs, targets, strict=True)):
+        input_ids[row, : len(source)] = torch.tensor(source, dtype=torch.long)
+        target_ids[row, : len(target)] = torch.tensor(target, dtype=torch.long)
+    lengths = torch.tensor([len(ids) for ids in inputs], dtype=torch.long)
+    return {"input_ids": input_ids, "target_ids": target_ids, "lengths": lengths}
+
+
+# --- DataModule --------------------------------------------------------------------------------
+
+
+class CocoCaptionDataModule(L.LightningDataModule):
+    """Train/validation/test COCO captions files sharing one images folder.
+
+    Args:
+        data_dir: folder holding the three JSON files.
+        train_file, val_file, test_file: JSON file names inside ``data_dir`` (or absolute).
+        extra_test_files: more test sets, name -> JSON file (e.g. ``{"test_unseen":
+            "test_unseen.json"}``); ``test_dataloader`` then returns one loader per set, the
+            main test set first, in the order :attr:`test_split_names` names them.
+        images_dir: image folder, relative to ``data_dir`` (or absolute).
+        batch_size: training batch size; ``eval_batch_size`` (default: the same) for val/test.
+        num_workers: DataLoader worker processes.
+        image_size: side of the square images fed to the model.
+        augment: random crop and colour jitter for training images (see
+            :func:`~mmembed.data.image_transforms.train_transform`).
+        train_transform, eval_transform: replace the default transforms (any callable taking a
+            PIL image and returning a (3, image_size, image_size) tensor).
+        max_caption_length: cap on teacher-forcing sequence length (tokens + 1).
+        strict: raise on an undecodable image instead of skipping it.
+        verify_images: check every image header with Pillow when a split is loaded (about
+            0.1 ms an image), so undecodable files are skipped up front, not mid-epoch.
+        generate_if_missing: build the embedded emoji corpus (``mmembed-data captions``) into
+            ``data_dir`` when its files are missing, or rebuild it when it was generated with
+            another spec. A folder holding other COCO files is never touched.
+        corpus: spec for that corpus (see ``mmembed.datagen.captions.build_caption_corpus``);
+            its ``image_size`` defaults to ``image_size``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | PathLike = "data/generated/captions",
+        train_file: str = "train.json",
+        val_file: str = "validation.json",
+        test_file: str = "test.json",
+        extra_test_files: Mapping[str, str] | None = None,
+        images_dir: str = "images",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        image_size: int = 64,
+        augment: bool = True,
+        train_transform: Callable[[Any], torch.Tensor] | None = None,
+        eval_transform: Callable[[Any], torch.Tensor] | None = None,
+        max_caption_length: int | None = None,
+        strict: bool = False,
+        verify_images: bool = True,
+        generate_if_missing: bool = False,
+        corpus: dict[str, Any] | None = None,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["train_transform", "eval_transform"])
+        self.data_dir = Path(data_dir)
+        self.files = {
+            split: self.data_dir / name
+            for split, name in zip(SPLITS, (train_file, val_file, test_file), strict=True)
+        }
+        clashing = set(extra_test_files or {}) & set(SPLITS)
+        if clashing:
+            raise ValueError(f"extra_test_files may not reuse the split names {sorted(clashing)}")
+        self.files.update(
+            {name: self.data_dir / file for name, file in (extra_test_files or {}).items()}
+        )
+        self.test_split_names = ["test", *(extra_test_files or {})]
+        self.images_dir = self.data_dir / images_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        if eval_transform is None:
+            eval_transform = default_eval_transform(image_size)
+        if train_transform is None:
+            train_transform = default_train_transform(image_size) if augment else eval_transform
+        self.eval_transform = eval_transform
+        self.train_transform = train_transform
+        self.max_caption_length = max_caption_length
+        self.strict = strict
+        self.verify_images = verify_images
+        self.generate_if_missing = generate_if_missing
+        self.corpus = {"image_size": image_size, **(corpus or {})}
+        self.pin_memory = pin_memory
+        self.tokenizer: CaptionTokenizer | None = None
+        self._records: dict[str, list[CaptionedImage]] = {}
+        self.datasets: dict[str, CocoCaptionDataset] = {}
+
+    def prepare_data(self) -> None:
+        if not self.generate_if_missing:
+            return
+        from mmembed.datagen.captions import ensure_caption_corpus, read_corpus_info
+
+        present = all(path.is_file() for path in self.files.values())
+        if not present or read_corpus_info(self.data_dir) is not None:
+            ensure_caption_corpus(self.data_dir, **self.corpus)
+
+    def records(self, split: str) -> list[CaptionedImage]:
+        """The parsed captioned images of ``split`` ("train", "validation", "test" or a name in
+        ``extra_test_files``)."""
+        if split not in self._records:
+            path = self.files[split]
+            if split == "train" and not path.is_file() and self.generate_if_missing:
+                self.prepare_data()  # the tokenizer may be trained before the Trainer starts
+            self._records[split] = load_coco_captions(
+                path, self.images_dir, strict=self.strict, verify_images=self.verify_images
+            )
+        return self._records[split]
+
+    def training_texts(self) -> list[str]:
+        """Every training caption, to train the tokenizer on (nothing from validation/test)."""
+        return [caption for record in self.records("train") for caption in record.references]
+
+    def set_tokenizer(self, tokenizer: CaptionTokenizer) -> None:
+        missing = [
+            name
+            for name in ("encode", "pad_id", "bos_id", "eos_id")
+            if not hasattr(tokenizer, name)
+        ]
+        if missing:
+            raise TypeError(f"tokenizer {type(tokenizer).__name__} lacks {', '.join(missing)}")
+        self.tokenizer = tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {
+            "fit": ("train", "validation"),
+            "validate": ("validation",),
+            "test": self.test_split_names,
+        }
+        for split in splits.get(stage or "", self.files):
+            self.dataset(split)
+
+    def dataset(self, split: str) -> CocoCaptionDataset:
+        if split not in self.datasets:
+            train = split == "train"
+            self.datasets[split] = CocoCaptionDataset(
+                self.records(split),
+                mode="train" if train else "eval",
+                transform=self.train_transform if train else self.eval_transform,
+            )
+        return self.datasets[split]
+
+    def _loader(self, split: str) -> DataLoader:
+        if self.tokenizer is None:
+            raise RuntimeError("call set_tokenizer(tokenizer) before asking for dataloaders")
+        train = split == "train"
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            collate_fn=functools.partial(
+                collate_captions, tokenizer=self.tokenizer, max_length=self.max_caption_length
+            ),
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation")
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [self._loader(split) for split in self.test_split_names]
+        return loaders[0] if len(loaders) == 1 else loaders

@@ -1,0 +1,318 @@
+"""Image captioning: image encoder + shared token table + Transformer decoder.
+
+The decoder's token inputs are rows of the shared :class:`~mmembed.SharedEmbedding` and its
+output logits are tied to the same table, so the captioner reads and writes the vocabulary every
+other modality uses. Trained with teacher forcing (label-smoothed cross-entropy); decoded with
+greedy or batched beam search; scored per epoch with BLEU-1..4, ROUGE-L and CIDEr-D against all
+references of each image.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmembed.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
+from mmembed.embedding import SharedEmbedding
+from mmembed.metrics.captioning import CaptionMetrics, save_caption_grid
+from mmembed.models.beam_search import Hypothesis, beam_search
+from mmembed.models.text_decoder import TransformerTextDecoder
+from mmembed.tasks.optim import configure_optimizers, extend_schedules_to_run_length
+from mmembed.text.tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DECODING: dict[str, Any] = {
+    "beam_size": 3,
+    # validation runs every epoch: greedy keeps it cheap; null = beam_size
+    "val_beam_size": 1,
+    "length_penalty": 1.0,
+    "max_length": 32,
+    "no_repeat_ngram_size": 0,
+}
+
+
+class ImageCaptioning(L.LightningModule):
+    """Encoder-decoder captioner over the shared token table.
+
+    Args:
+        tokenizer: text tokenizer (its vocabulary sizes the shared table); saved in checkpoints.
+        encoder: module mapping images (B, 3, H, W) to region features (B, N, width), e.g.
+            :func:`mmembed.models.image.build_image_encoder`.
+        embedding: ``SharedEmbedding`` factory called with ``num_embeddings`` (vocabulary size)
+            and ``out_features=width``.
+        decoder: ``TransformerTextDecoder`` factory called with the embedding.
+        width: the shared model width (encoder output = embedding projection = decoder width).
+        label_smoothing: of the teacher-forcing cross-entropy.
+        decoding: ``beam_size`` (1 = greedy; used for test and :meth:`caption`),
+            ``val_beam_size`` (per-epoch validation; null = ``beam_size``), ``length_penalty``
+            (exponent of the length normalisation), ``max_length`` (generated tokens, end token
+            included), ``no_repeat_ngram_size`` (0 = off).
+        optimizer, scheduler: Hydra partials; see :func:`mmembed.tasks.optim.configure_optimizers`.
+        num_logged_examples: reference/hypothesis pairs written to the log each evaluation.
+        grid_images: images in the PNG grid written each validation and test (0 = none).
+        grid_dir: folder for those grids; None = ``<trainer.default_root_dir>/captions`` (the
+            run folder with ``mmembed-train``).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        encoder: nn.Module,
+        embedding: Callable[..., SharedEmbedding],
+        decoder: Callable[[SharedEmbedding], TransformerTextDecoder],
+        width: int,
+        label_smoothing: float = 0.1,
+        decoding: dict[str, Any] | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
+        num_logged_examples: int = 3,
+        grid_images: int = 16,
+        grid_dir: str | None = None,
+    ):
+        super().__init__()
+        unknown = set(decoding or {}) - set(DEFAULT_DECODING)
+        if unknown:
+            raise ValueError(
+                f"unknown decoding option(s) {sorted(unknown)}; expected {sorted(DEFAULT_DECODING)}"
+            )
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.embedding = embedding(num_embeddings=tokenizer.vocab_size, out_features=width)
+        self.decoder = decoder(self.embedding)
+        self.label_smoothing = label_smoothing
+        self.decoding = {**DEFAULT_DECODING, **(decoding or {})}
+        if self.decoding["val_beam_size"] is None:
+            self.decoding["val_beam_size"] = self.decoding["beam_size"]
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.num_logged_examples = num_logged_examples
+        self.grid_images = grid_images
+        self.grid_dir = grid_dir
+        # One accumulator per evaluated split ("val", "test", "test_unseen", ...); the texts
+        # they hold are not weights, so none of this enters checkpoints.
+        self.caption_metrics = nn.ModuleDict({"val": CaptionMetrics()})
+        self._test_splits: list[str] = []
+        # images with their captions, spread over each split, for the sample grid and log
+        self._samples: dict[str, dict[str, list]] = {}
+
+    # --- model -----------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder memory (B, N, width) for images (B, 3, H, W): the export-friendly half of
+        the model; :meth:`decode_step` is the other."""
+        return self.encoder(images)
+
+    def decode_step(self, input_ids: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probabilities (B, V) after prefixes ``input_ids`` (B, t) that start
+        with the begin token."""
+        return self.decoder(input_ids, memory)[:, -1].float().log_softmax(dim=-1)
+
+    def teacher_forcing_loss(
+        self, batch: dict[str, Any], memory: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Label-smoothed cross-entropy of a collated batch (``images``, ``input_ids``,
+        ``target_ids``, ``lengths``); ``memory`` skips re-encoding the images."""
+        if memory is None:
+            memory = self(batch["images"])
+        inputs, targets, lengths = batch["input_ids"], batch["target_ids"], batch["lengths"]
+        padding = torch.arange(inputs.shape[1], device=inputs.device)[None, :] >= lengths[:, None]
+        logits = self.decoder(inputs, memory, input_padding_mask=padding)
+        return F.cross_entropy(
+            logits.float().flatten(0, 1),
+            targets.masked_fill(padding, -100).flatten(),
+            ignore_index=-100,
+            label_smoothing=self.label_smoothing,
+        )
+
+    # --- decoding --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: torch.Tensor,
+        *,
+        memory: torch.Tensor | None = None,
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        no_repeat_ngram_size: int | None = None,
+    ) -> list[Hypothesis]:
+        """The best hypothesis per image (token ids, log-likelihood, score). Options default to
+        the ``decoding`` config. Call ``.eval()`` first outside a Trainer."""
+        if memory is None:
+            memory = self(images)
+        options = self.decoding
+        limit = options["max_length"] if max_length is None else max_length
+
+        def step(prefixes: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+            return self.decode_step(prefixes, memory[owners])
+
+        return beam_search(
+            step,
+            memory.shape[0],
+            self.tokenizer.bos_id,
+            self.tokenizer.eos_id,
+            beam_size=options["beam_size"] if beam_size is None else beam_size,
+            # the begin token takes one learned position
+            max_length=min(limit, self.decoder.max_length - 1),
+            length_penalty=(
+                options["length_penalty"] if length_penalty is None else length_penalty
+            ),
+            no_repeat_ngram_size=(
+                options["no_repeat_ngram_size"]
+                if no_repeat_ngram_size is None
+                else no_repeat_ngram_size
+            ),
+            device=memory.device,
+        )
+
+    def caption(self, images: torch.Tensor, **options: Any) -> list[str]:
+        """Captions for images (B, 3, H, W), preprocessed like the training data (the data
+        module's eval transform). ``options`` override the ``decoding`` config, e.g.
+        ``beam_size=1``."""
+        return [self.tokenizer.decode(hyp.tokens) for hyp in self.generate(images, **options)]
+
+    # --- Lightning hooks -------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.teacher_forcing_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["captions"]))
+        return loss
+
+    def _evaluate(
+        self, batch: dict[str, Any], split: str, beam: int, num_batches: int | float
+    ) -> None:
+        memory = self(batch["images"])
+        loss = self.teacher_forcing_loss(batch, memory)
+        hypotheses = [
+            self.tokenizer.decode(hyp.tokens)
+            for hyp in self.generate(batch["images"], memory=memory, beam_size=beam)
+        ]
+        self.caption_metrics[split].update(batch["image_ids"], hypotheses, batch["references"])
+        size = len(hypotheses)
+        self.log(
+            f"{split}/loss",
+            loss,
+            prog_bar=split == "val",
+            batch_size=size,
+            sync_dist=True,
+            add_dataloader_idx=False,
+        )
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._keep_samples(split, batch, hypotheses, num_batches)
+
+    def _keep_samples(
+        self,
+        split: str,
+        batch: dict[str, Any],
+        hypotheses: list[str],
+        num_batches: int | float,
+    ) -> None:
+        # Spread over the whole split: the first batch of an ordered data set (the emoji corpus
+        # follows Unicode order) would show only its first subgroup.
+        wanted = max(self.grid_images, self.num_logged_examples)
+        kept = self._samples.setdefault(split, {"images": [], "hypotheses": [], "references": []})
+        room = wanted - len(kept["hypotheses"])
+        if room <= 0:
+            return
+        per_batch = wanted if not math.isfinite(num_batches) else math.ceil(wanted / num_batches)
+        picks = _evenly_spaced(len(hypotheses), min(per_batch, room))
+        kept["images"].append(batch["images"][picks].detach().cpu())
+        kept["hypotheses"] += [hypotheses[i] for i in picks]
+        kept["references"] += [batch["references"][i] for i in picks]
+
+    def _finish_split(self, split: str, file_stem: str) -> None:
+        metric = self.caption_metrics[split]
+        scores = metric.compute()  # the whole split, gathered from every rank
+        metric.reset()
+        for name, value in scores.items():
+            self.log(
+                f"{split}/{name}",
+                value,
+                prog_bar=name in ("bleu_4", "cider_d"),
+                add_dataloader_idx=False,
+                # Already equal on every rank; the (no-op) mean just tells Lightning so.
+                sync_dist=True,
+            )
+        sample = self._samples.pop(split, None)
+        if not sample or not sample["hypotheses"]:
+            return
+        pairs = list(zip(sample["references"], sample["hypotheses"], strict=True))
+        for references, hypothesis in pairs[: self.num_logged_examples]:
+            log.info("[%s epoch %d]\n  ref: %s\n  hyp: %s", split, self.current_epoch,
+                     " | ".join(references), hypothesis)  # fmt: skip
+        if self.grid_images > 0:
+            path = save_caption_grid(
+                torch.cat(sample["images"]),
+                sample["hypotheses"],
+                sample["references"],
+                self._grid_folder() / f"{file_stem}.png",
+                max_items=self.grid_images,
+                mean=IMAGENET_MEAN,
+                std=IMAGENET_STD,
+            )
+            log.info("caption samples: %s", path)
+
+    def _grid_folder(self) -> Path:
+        return Path(self.grid_dir or Path(self.trainer.default_root_dir) / "captions")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        num_batches = self.trainer.num_val_batches[0]
+        self._evaluate(batch, "val", self.decoding["val_beam_size"], num_batches)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_split("val", f"val_epoch_{self.current_epoch:03d}")
+
+    def on_test_epoch_start(self) -> None:
+        # A data module may add test sets (e.g. unseen emoji) and name them in loader order.
+        # Every rank builds every accumulator, so each takes part in every gather.
+        count = len(self.trainer.num_test_batches)
+        names = list(getattr(self.trainer.datamodule, "test_split_names", None) or ["test"])
+        names += [f"test_{index}" for index in range(len(names), count)]
+        self._test_splits = names[:count]
+        for split in self._test_splits:
+            self.caption_metrics[split] = CaptionMetrics().to(self.device)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        split = self._test_splits[dataloader_idx]
+        num_batches = self.trainer.num_test_batches[dataloader_idx]
+        self._evaluate(batch, split, self.decoding["beam_size"], num_batches)
+
+    def on_test_epoch_end(self) -> None:
+        for split in self._test_splits:
+            self._finish_split(split, split)
+
+    def configure_optimizers(self):
+        return configure_optimizers(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.trainer.estimated_stepping_batches,
+            self.scheduler_interval,
+        )
+
+    def on_train_start(self) -> None:
+        extend_schedules_to_run_length(self.trainer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Ids only mean something with their tokenizer: keep them together.
+        checkpoint["tokenizer"] = self.tokenizer.to_dict()
+
+
+def _evenly_spaced(size: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(size)``, first and last included."""
+    count = min(count, size)
+    if count <= 1:
+        return list(range(count))
+    return [round(i * (size - 1) / (count - 1)) for i in range(count)]
