@@ -1,0 +1,391 @@
+"""Video classification data: annotations -> checked videos -> decoded, augmented clips.
+
+Batches are ``(clips, labels, video_indices)``. Training clips are (B, C, T, H, W), one random
+clip per item. Evaluation clips are (B, K, C, T, H, W) with K = ``num_eval_clips`` uniformly
+spaced clips per video (always 5-D per video, even for K = 1), so a model scores each clip and
+averages over K for the video-level prediction; ``video_indices`` index the split's video list
+(``dataset.videos``) and identify duplicates that a distributed sampler pads in.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from mmembed.data.video_annotations import (
+    VideoAnnotationError,
+    VideoEntry,
+    folder_class_names,
+    label_indices,
+    read_class_list,
+    read_video_csv,
+    scan_class_folders,
+)
+from mmembed.data.video_clips import ClipSampling
+from mmembed.data.video_io import VideoInfo, VideoReadError, decode_frames, probe_video
+
+log = logging.getLogger(__name__)
+
+# torchvision's video-classification references (Kinetics-400 statistics).
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_SPLITS = {
+    "csv": {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"},
+    "folders": {"train": "train", "validation": "validation", "test": "test"},
+}
+
+
+class VideoSkipWarning(UserWarning):
+    """Videos were skipped (the message counts and names them)."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    path: Path
+    label: int
+    num_frames: int
+    fps: float
+
+
+def index_videos(
+    entries: Sequence[VideoEntry],
+    class_names: Sequence[str],
+    sampling: ClipSampling,
+    source: str | PathLike,
+    strict: bool = False,
+) -> list[VideoRecord]:
+    """Keep the entries whose video opens, has frames and is long enough for one clip.
+
+    Unknown labels raise (the annotation is wrong). Unusable videos are skipped with one
+    counted warning naming each file (``strict=True`` raises on the first instead). Only
+    container headers are read (about a millisecond per file), so this runs at setup; a file
+    whose header is fine but whose frames do not decode is caught when it is loaded.
+    """
+    labels = label_indices(entries, class_names)
+    kept, skipped = [], []
+    for entry, label in zip(entries, labels, strict=True):
+        try:
+            info = probe_video(entry.path) if entry.path.stat().st_size else VideoInfo(0, 0.0)
+        except VideoReadError as err:
+            reason, kind = str(err).removeprefix(f"{entry.path}: "), "unreadable"
+        else:
+            needed = sampling.min_frames(info.fps)
+            if info.num_frames == 0:
+                reason, kind = "empty (no frames)", "empty"
+            elif info.num_frames < needed:
+                reason = f"too short ({info.num_frames} frames, a clip needs {needed})"
+                kind = "too short"
+            else:
+                kept.append(VideoRecord(entry.path, label, info.num_frames, info.fps))
+                continue
+        where = entry.where if entry.where == str(entry.path) else f"{entry.where}: {entry.path}"
+        message = f"{where}: {reason}"
+        if strict:
+            raise VideoReadError(message)
+        skipped.append((message, kind))
+    if skipped:
+        counts = Counter(kind for _, kind in skipped)
+        listing = "\n  ".join(message for message, _ in skipped[:20])
+        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        warnings.warn(
+            f"{source}: skipped {len(skipped)} of {len(entries)} videos "
+            f"({dict(counts)}):\n  {listing}{more}",
+            VideoSkipWarning,
+            stacklevel=2,
+        )
+    return kept
+
+
+class VideoTransform:
+    """uint8 frames (..., T, C, H, W) -> normalised float clips (..., C, T, H, W).
+
+    Training: random resized crop (one crop for all frames of a clip) and an optional
+    horizontal flip, off by default because a flip turns "moving left" into "moving right".
+    Evaluation: resize the short side, then centre crop.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        train: bool,
+        crop_scale: tuple[float, float] = (0.8, 1.0),
+        horizontal_flip_p: float = 0.0,
+        mean: Sequence[float] = KINETICS_MEAN,
+        std: Sequence[float] = KINETICS_STD,
+    ):
+        if train:
+            steps = [v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True)]
+            if horizontal_flip_p > 0:
+                steps.append(v2.RandomHorizontalFlip(horizontal_flip_p))
+        else:
+            steps = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        self.transform = v2.Compose(steps)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        clip = self.transform(tv_tensors.Video(frames))
+        return clip.as_subclass(torch.Tensor).movedim(-4, -3).contiguous()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform})"
+
+
+class VideoClassificationDataset(torch.utils.data.Dataset):
+    """Items ``(clip, label, video_index)``.
+
+    ``train=True``: one random clip (C, T, H, W) per item; the dataset lists each video
+    ``clips_per_video`` times, so an epoch sees that many random clips of it.
+    ``train=False``: ``num_eval_clips`` uniformly spaced clips (K, C, T, H, W), decoded in one
+    pass over the video.
+
+    A video that fails to decode here (its header was fine at indexing) is replaced by the next
+    readable one with a warning naming it; ``strict=True`` raises instead.
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[VideoRecord],
+        sampling: ClipSampling,
+        transform: VideoTransform | None = None,
+        train: bool = True,
+        num_eval_clips: int = 1,
+        clips_per_video: int = 1,
+        strict: bool = False,
+    ):
+        if not videos:
+            raise ValueError("VideoClassificationDataset needs at least one video")
+        if num_eval_clips < 1 or clips_per_video < 1:
+            raise ValueError("num_eval_clips and clips_per_video must be >= 1")
+        self.videos = list(videos)
+        self.sampling = sampling
+        self.transform = transform
+        self.train = train
+        self.num_eval_clips = num_eval_clips
+        self.clips_per_video = clips_per_video if train else 1
+        self.strict = strict
+        self.unreadable: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.clips_per_video
+
+    def clip_indices(self, video_index: int) -> list[list[int]]:
+        """Frame indices of the clip(s) the next item of this video uses."""
+        video = self.videos[video_index]
+        if self.train:
+            starts = [self.sampling.random_start(video.num_frames, video.fps)]
+        else:
+            starts = self.sampling.uniform_starts(video.num_frames, video.fps, self.num_eval_clips)
+        return [self.sampling.indices(s, video.num_frames, video.fps) for s in starts]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        first = index % len(self.videos)
+        for attempt in range(len(self.videos)):
+            video_index = (first + attempt) % len(self.videos)
+            if video_index in self.unreadable:
+                continue
+            try:
+                return self._load(video_index)
+            except VideoReadError as err:
+                if self.strict:
+                    raise
+                self.unreadable.add(video_index)
+                warnings.warn(
+                    f"{err}; using the next video instead", VideoSkipWarning, stacklevel=2
+                )
+        raise VideoReadError(f"none of the {len(self.videos)} videos could be decoded")
+
+    def _load(self, video_index: int) -> tuple[torch.Tensor, int, int]:
+        clips = self.clip_indices(video_index)
+        unique = sorted({i for clip in clips for i in clip})
+        decoded = decode_frames(self.videos[video_index].path, unique)
+        position = {frame: row for row, frame in enumerate(unique)}
+        frames = torch.stack([decoded[[position[i] for i in clip]] for clip in clips])
+        # Without a transform the layout is still (..., C, T, H, W), as uint8.
+        frames = self.transform(frames) if self.transform else frames.movedim(-4, -3)
+        clip = frames[0] if self.train else frames
+        return clip, self.videos[video_index].label, video_index
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Train/validation/test videos in one folder, in either annotation layout.
+
+    Args:
+        data_dir: the dataset folder.
+        layout: ``"csv"`` (``path,label`` files; relative paths resolve against the CSV's
+            folder) or ``"folders"`` (``<split>/<class>/<video>``; ``"."`` as a split name
+            means ``data_dir`` itself).
+        train_split, val_split, test_split: CSV file or split folder names inside
+            ``data_dir`` (or absolute). Defaults: ``train.csv``/``validation.csv``/``test.csv``
+            or folders ``train``/``validation``/``test``.
+        classes_file: for the CSV layout, a file in ``data_dir`` listing the classes in label
+            order; without it, the sorted labels of the training CSV. The folder layout uses
+            the sorted class folders of the training split (underscores read as spaces).
+        frames_per_clip, frame_stride, target_fps, loop_short_videos: see
+            :class:`mmembed.data.video_clips.ClipSampling`. The defaults (8 frames, stride 2)
+            see a whole 16-frame default-corpus video per clip; with stride 1 the same small
+            models learn about half as fast.
+        train_clips_per_video: random clips drawn per video per training epoch.
+        num_eval_clips: uniformly spaced clips per video at validation/test.
+        size: output side in pixels (random resized crop for training, short-side resize +
+            centre crop for evaluation).
+        crop_scale: area range of the training crop.
+        horizontal_flip_p: training flip probability; keep 0 when direction is in the label.
+        strict: raise on the first unusable video instead of skipping it.
+        generate_if_missing: build the embedded default corpus (``mmembed-data video``) into
+            ``data_dir`` with ``corpus`` as its spec when it is missing or differs.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | PathLike,
+        layout: str = "csv",
+        train_split: str | None = None,
+        val_split: str | None = None,
+        test_split: str | None = None,
+        classes_file: str = "classes.txt",
+        frames_per_clip: int = 8,
+        frame_stride: int = 2,
+        target_fps: float | None = None,
+        loop_short_videos: bool = False,
+        train_clips_per_video: int = 1,
+        num_eval_clips: int = 2,
+        size: int = 64,
+        crop_scale: Sequence[float] = (0.8, 1.0),
+        horizontal_flip_p: float = 0.0,
+        mean: Sequence[float] = KINETICS_MEAN,
+        std: Sequence[float] = KINETICS_STD,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        strict: bool = False,
+        generate_if_missing: bool = False,
+        corpus: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if layout not in DEFAULT_SPLITS:
+            raise ValueError(f"layout must be 'csv' or 'folders', got {layout!r}")
+        self.data_dir = Path(data_dir)
+        self.layout = layout
+        names = dict(zip(SPLITS, (train_split, val_split, test_split), strict=True))
+        self.split_paths = {
+            split: self.data_dir / (names[split] or DEFAULT_SPLITS[layout][split])
+            for split in SPLITS
+        }
+        self.classes_file = classes_file
+        self.sampling = ClipSampling(frames_per_clip, frame_stride, target_fps, loop_short_videos)
+        self.train_clips_per_video = train_clips_per_video
+        self.num_eval_clips = num_eval_clips
+        normalise = dict(mean=tuple(mean), std=tuple(std))
+        self.transforms = {
+            True: VideoTransform(size, True, tuple(crop_scale), horizontal_flip_p, **normalise),
+            False: VideoTransform(size, False, **normalise),
+        }
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.strict = strict
+        self.generate_if_missing = generate_if_missing
+        self.corpus = dict(corpus or {})
+        self.tokenizer: Any = None
+        self.datasets: dict[str, VideoClassificationDataset] = {}
+        self._class_names: list[str] | None = None
+
+    def prepare_data(self) -> None:
+        if self.generate_if_missing:
+            from mmembed.datagen.video import ensure_video_corpus
+
+            ensure_video_corpus(self.data_dir, **self.corpus)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (cheap: reads annotations, not videos)."""
+        if self._class_names is None:
+            if self.generate_if_missing and not self.split_paths["train"].exists():
+                self.prepare_data()
+            self._class_names = self._read_class_names()
+        return self._class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _read_class_names(self) -> list[str]:
+        if self.layout == "folders":
+            return folder_class_names(self.split_paths["train"])
+        classes_file = self.data_dir / self.classes_file
+        if classes_file.is_file():
+            return read_class_list(classes_file)
+        names = sorted({entry.label for entry in read_video_csv(self.split_paths["train"])})
+        if not names:
+            raise VideoAnnotationError(f"{self.split_paths['train']}: no videos")
+        return names
+
+    def _entries(self, split: str) -> list[VideoEntry]:
+        path = self.split_paths[split]
+        return read_video_csv(path) if self.layout == "csv" else scan_class_folders(path)
+
+    def _dataset(self, split: str) -> VideoClassificationDataset:
+        if split not in self.datasets:
+            source = self.split_paths[split]
+            videos = index_videos(
+                self._entries(split), self.class_names, self.sampling, source, self.strict
+            )
+            if not videos:
+                raise ValueError(f"{source}: no usable videos")
+            train = split == "train"
+            self.datasets[split] = VideoClassificationDataset(
+                videos,
+                self.sampling,
+                self.transforms[train],
+                train=train,
+                num_eval_clips=self.num_eval_clips,
+                clips_per_video=self.train_clips_per_video,
+                strict=self.strict,
+            )
+            log.info("%s: %d videos from %s", split, len(videos), source)
+        return self.datasets[split]
+
+    def training_texts(self) -> list[str]:
+        """The class names: the texts a zero-shot text tower embeds."""
+        return list(self.class_names)
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        # The model tokenises the class names; the clips themselves need no tokenizer.
+        self.tokenizer = tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+        for split in splits.get(stage, SPLITS):
+            self._dataset(split)
+
+    def _loader(self, split: str) -> torch.utils.data.DataLoader:
+        train = split == "train"
+        return torch.utils.data.DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("validation")
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("test")
