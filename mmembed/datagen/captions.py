@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmembed.datagen import corpus_folder
 from mmembed.datagen.emoji_catalog import (
     CLDR_ANNOTATION_FILES,
     EMOJI_TEST_FILE,
@@ -149,7 +150,7 @@ def build_caption_corpus(
         font_path=font_path,
     )
     out_dir = Path(out_dir)
-    _check_is_generated(out_dir)
+    corpus_folder.check_is_generated(out_dir, __name__)
     started = time.perf_counter()
     font_file = find_emoji_font(spec["font_path"])
     catalog = emoji_catalog(font_file, include_skin_tones=spec["include_skin_tones"])
@@ -178,7 +179,7 @@ def build_caption_corpus(
             "seconds": round(time.perf_counter() - started, 2),
         }
         _write_json(staging / "corpus.json", info)
-        _replace(staging, out_dir)
+        corpus_folder.replace_with_staging(staging, out_dir, __name__)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
@@ -365,33 +366,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _replace(staging: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        _check_is_generated(out_dir)
-        shutil.rmtree(out_dir)
-    try:
-        staging.rename(out_dir)
-    except OSError:
-        # Another process (e.g. a second DDP node) finished the same corpus first.
-        if read_corpus_info(out_dir) is None:
-            raise
-
-
-def _check_is_generated(out_dir: Path) -> None:
-    if out_dir.is_dir() and any(out_dir.iterdir()) and read_corpus_info(out_dir) is None:
-        raise FileExistsError(
-            f"{out_dir} exists and holds no corpus.json from this generator; refusing to "
-            "replace it (choose another out_dir or remove it)"
-        )
-
-
 def read_corpus_info(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The ``corpus.json`` of a generated caption corpus, or None if there is none."""
-    try:
-        info = json.loads((Path(out_dir) / "corpus.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) and info.get("generator") == __name__ else None
+    return corpus_folder.read_corpus_info(out_dir, __name__)
 
 
 def ensure_caption_corpus(out_dir: str | os.PathLike, **spec: Any) -> Path:

@@ -20,6 +20,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmembed.datagen import corpus_folder
+
 # Bump when the rendering changes, so ensure_video_corpus rebuilds corpora made by older code.
 GENERATOR_VERSION = 1
 
@@ -424,40 +426,15 @@ def build_video_corpus(
             "seconds": round(time.perf_counter() - started, 2),
         }
         (staging / "corpus.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _replace(staging, out_dir)
+        corpus_folder.replace_with_staging(staging, out_dir, __name__)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 
-def _replace(staging: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        _check_is_generated(out_dir)
-        shutil.rmtree(out_dir)
-    try:
-        staging.rename(out_dir)
-    except OSError:
-        # Another process (e.g. a second DDP node) finished the same corpus first.
-        if read_corpus_info(out_dir) is None:
-            raise
-
-
-def _check_is_generated(out_dir: Path) -> None:
-    if out_dir.is_dir() and any(out_dir.iterdir()) and read_corpus_info(out_dir) is None:
-        raise FileExistsError(
-            f"{out_dir} exists and holds no corpus.json from this generator; refusing to "
-            "replace it (choose another out_dir or remove it)"
-        )
-
-
 def read_corpus_info(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``corpus.json`` of a generated corpus, or None if there is none."""
-    path = Path(out_dir) / "corpus.json"
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return info if info.get("generator") == __name__ else None
+    """The ``corpus.json`` of a generated video corpus, or None if there is none."""
+    return corpus_folder.read_corpus_info(out_dir, __name__)
 
 
 def ensure_video_corpus(out_dir: str | os.PathLike, **spec: Any) -> Path:
@@ -467,7 +444,7 @@ def ensure_video_corpus(out_dir: str | os.PathLike, **spec: Any) -> Path:
     info = read_corpus_info(out_dir)
     if info is not None and info.get("spec") == wanted:
         return out_dir
-    _check_is_generated(out_dir)
+    corpus_folder.check_is_generated(out_dir, __name__)
     return build_video_corpus(out_dir, **spec)
 
 
