@@ -117,7 +117,7 @@ def test_fast_dev_run_of_the_default_asr_experiment(compose_train, speech_corpus
 
 
 @pytest.mark.slow
-def test_joint_ctc_attention_with_beam_search_runs(compose_train, speech_corpus):
+def test_joint_ctc_attention_with_bpe_and_beam_search_runs(compose_train, speech_corpus, tmp_path):
     cfg = compose_train(
         [
             "experiment=asr_joint",
@@ -128,12 +128,15 @@ def test_joint_ctc_attention_with_beam_search_runs(compose_train, speech_corpus)
             "task.decoder.ffn_dim=64",
             "task.decoding.beam_size=2",
             "task.decoding.max_length=20",
+            "tokenizer=bpe",  # subword units through the same tied table
+            "tokenizer.vocab_size=60",
             "debug=fast_dev_run",
         ]
     )
     metrics = run(cfg)
     assert "train/attention_loss" in metrics and "train/ctc_loss" in metrics
     assert "test/cer" in metrics
+    assert load_tokenizer(tmp_path / "run" / "tokenizer.json").kind == "bpe"
 
 
 @pytest.mark.slow
