@@ -1,0 +1,294 @@
+"""Video classification whose labels are text: clips are scored against embedded class names.
+
+The class names are tokenised and embedded through the shared token table (mean over their
+tokens, then a small projection); the logits are scaled cosine similarities between the clip
+embedding and every label embedding, with a learnable temperature (CLIP-style). Nothing in the
+head depends on the number of classes, so :meth:`VideoClassification.score_labels` scores any
+new list of class names without retraining. ``head="linear"`` swaps in a plain linear
+classifier (a baseline; no zero-shot).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from mmembed.embedding import SharedEmbedding
+from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
+from mmembed.tasks.optim import configure_optimizers, extend_schedules_to_run_length
+from mmembed.text.tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+HEADS = ("text", "linear")
+# CLIP's initial temperature (1 / 0.07) and its cap on the learned scale.
+INITIAL_LOGIT_SCALE = 1 / 0.07
+MAX_LOGIT_SCALE = 100.0
+
+
+class LabelTextEncoder(nn.Module):
+    """Class names -> unit-norm label embeddings (N, width) through the shared table.
+
+    Mean of the token embeddings (padding excluded), then an optional linear layer: the table
+    rows are shared with other tasks, so this gives labels a little room of their own.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, embedding: SharedEmbedding, projection: bool = True):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.embedding = embedding
+        width = embedding.output_dim
+        self.projection = nn.Linear(width, width) if projection else nn.Identity()
+        self._token_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tokenize(
+        self, class_names: Sequence[str], device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids (N, L) and a mask of real tokens (N, L); cached per list of names."""
+        key = tuple(class_names)
+        if key not in self._token_cache:
+            if not key:
+                raise ValueError("need at least one class name")
+            encoded = [self.tokenizer.encode(name) for name in key]
+            empty = [name for name, ids in zip(key, encoded, strict=True) if not ids]
+            if empty:
+                raise ValueError(f"class names with no tokens after normalisation: {empty}")
+            length = max(len(ids) for ids in encoded)
+            ids = torch.full((len(key), length), self.tokenizer.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(key), length), dtype=torch.bool)
+            for row, tokens in enumerate(encoded):
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = True
+            self._token_cache[key] = (ids, mask)
+        ids, mask = self._token_cache[key]
+        return ids.to(device), mask.to(device)
+
+    def forward(self, class_names: Sequence[str]) -> torch.Tensor:
+        ids, mask = self.tokenize(class_names, self.embedding.weight.device)
+        tokens = self.embedding(ids)  # (N, L, width)
+        weights = mask.to(tokens.dtype).unsqueeze(-1)
+        pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1)
+        return F.normalize(self.projection(pooled), dim=-1)
+
+
+class VideoClassification(L.LightningModule):
+    """Video encoder + text-label head (or a linear head), clip- and video-level metrics.
+
+    Args:
+        tokenizer: tokenises the class names (its vocabulary sizes the shared table); saved in
+            checkpoints.
+        encoder: module mapping clips (B, 3, T, H, W) to embeddings (B, width).
+        embedding: ``SharedEmbedding`` factory called with ``num_embeddings`` (vocabulary size)
+            and ``out_features=width``.
+        width: the shared model width (encoder output = embedding projection).
+        head: ``"text"``: scaled cosine similarity to the embedded class names (zero-shot
+            capable); ``"linear"``: a linear layer over the classes.
+        class_names: the classes in label order; None = the data module's ``class_names``,
+            read in ``setup``. Saved in checkpoints.
+        text_projection: a linear layer on the pooled label embedding (``head="text"``).
+        learn_temperature: learn the logit scale (initialised to ``1 / 0.07``, capped at 100).
+        label_smoothing: of the cross-entropy.
+        optimizer, scheduler: Hydra partials; see :func:`mmembed.tasks.optim.configure_optimizers`.
+        confusion_matrix_dir: where the video-level confusion-matrix PNGs go
+            (``val_epoch_NNN.png`` every validation, ``test.png``); None = ``<run
+            folder>/confusion_matrices`` (the trainer's ``default_root_dir``).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        encoder: nn.Module,
+        embedding: Callable[..., SharedEmbedding],
+        width: int,
+        head: str = "text",
+        class_names: Sequence[str] | None = None,
+        text_projection: bool = True,
+        learn_temperature: bool = True,
+        label_smoothing: float = 0.0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
+        confusion_matrix_dir: str | None = None,
+    ):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.width = width
+        self.head = head
+        self.embedding = embedding(num_embeddings=tokenizer.vocab_size, out_features=width)
+        self.label_encoder = LabelTextEncoder(tokenizer, self.embedding, text_projection)
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(INITIAL_LOGIT_SCALE)), requires_grad=learn_temperature
+        )
+        self.linear_head: nn.Linear | None = None
+        self.label_smoothing = label_smoothing
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.confusion_matrix_dir = confusion_matrix_dir
+        self.class_names: list[str] = []
+        self.metrics = nn.ModuleDict()
+        if class_names is not None:
+            self.set_class_names(class_names)
+
+    # --- classes -----------------------------------------------------------------------------
+
+    def set_class_names(self, class_names: Sequence[str]) -> None:
+        """Bind the training classes: builds the linear head and the metrics for them."""
+        names = list(class_names)
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"class names must be distinct and non-empty, got {names}")
+        if names == self.class_names:
+            return
+        self.class_names = names
+        if self.head == "linear":
+            self.linear_head = nn.Linear(self.width, len(names))
+        self.metrics = self._build_metrics(len(names))
+
+    @staticmethod
+    def _build_metrics(num_classes: int) -> nn.ModuleDict:
+        metrics: dict[str, nn.Module] = {}
+        for split in ("val", "test"):
+            for level in ("clip", "video"):
+                for k in (1, 5):
+                    metrics[f"{split}_{level}_top{k}"] = MulticlassAccuracy(
+                        num_classes, top_k=min(k, num_classes), average="micro"
+                    )
+            metrics[f"{split}_confusion"] = MulticlassConfusionMatrix(num_classes)
+        return nn.ModuleDict(metrics)
+
+    def setup(self, stage: str) -> None:
+        if not self.class_names:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            names = getattr(datamodule, "class_names", None)
+            if not names:
+                raise ValueError(
+                    "VideoClassification needs class_names: pass them, or train with a data "
+                    "module that has a class_names property"
+                )
+            self.set_class_names(names)
+
+    # --- model -------------------------------------------------------------------------------
+
+    def label_embeddings(self, class_names: Sequence[str]) -> torch.Tensor:
+        """Unit-norm embeddings (N, width) of any class names, through the shared table."""
+        return self.label_encoder(class_names)
+
+    def _text_logits(self, clip_embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        return scale * F.normalize(clip_embeddings, dim=-1) @ labels.t()
+
+    def score_labels(self, videos: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
+        """Zero-shot logits of clips against any list of class names, without retraining.
+
+        ``videos``: clips (B, 3, T, H, W) -> (B, N), or K clips per video (B, K, 3, T, H, W) ->
+        (B, K, N) (:func:`mmembed.metrics.classification.video_level_scores` averages those).
+        Column j scores ``class_names[j]``. Needs ``head="text"``.
+        """
+        if self.head != "text":
+            raise ValueError("score_labels needs head='text'; a linear head only knows its classes")
+        leading = videos.shape[:-4]
+        embeddings = self.encoder(videos.flatten(0, videos.dim() - 5))
+        logits = self._text_logits(embeddings, self.label_embeddings(class_names))
+        return logits.reshape(*leading, -1)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) over the training classes for clips (B, 3, T, H, W)."""
+        embeddings = self.encoder(clips)
+        if self.head == "linear":
+            return self.linear_head(embeddings)
+        return self._text_logits(embeddings, self.label_embeddings(self.class_names))
+
+    # --- Lightning hooks ---------------------------------------------------------------------
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        clips, labels, _ = batch
+        logits = self(clips)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        size = labels.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/top1", (logits.argmax(-1) == labels).float().mean(), batch_size=size)
+        if self.head == "text":
+            self.log("train/logit_scale", self.logit_scale.exp(), batch_size=size)
+        return loss
+
+    def _evaluate(self, batch: Sequence[torch.Tensor], split: str) -> None:
+        clips, labels, _ = batch  # clips (B, K, 3, T, H, W)
+        batch_size, num_clips = clips.shape[:2]
+        clip_logits = self(clips.flatten(0, 1)).float()
+        clip_labels = labels.repeat_interleave(num_clips)
+        loss = F.cross_entropy(clip_logits, clip_labels)
+        video_scores = video_level_scores(clip_logits.view(batch_size, num_clips, -1))
+        self.log(f"{split}/loss", loss, batch_size=batch_size * num_clips, sync_dist=True)
+        for k in (1, 5):
+            clip_metric = self.metrics[f"{split}_clip_top{k}"]
+            video_metric = self.metrics[f"{split}_video_top{k}"]
+            clip_metric.update(clip_logits, clip_labels)
+            video_metric.update(video_scores, labels)
+            self.log(f"{split}/clip_top{k}", clip_metric, batch_size=batch_size * num_clips)
+            self.log(f"{split}/video_top{k}", video_metric, prog_bar=k == 1, batch_size=batch_size)
+        self.metrics[f"{split}_confusion"].update(video_scores.argmax(-1), labels)
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._save_confusion("val", f"val_epoch_{self.current_epoch:03d}")
+
+    def on_test_epoch_end(self) -> None:
+        self._save_confusion("test", "test")
+
+    def _save_confusion(self, split: str, file_stem: str) -> None:
+        metric = self.metrics[f"{split}_confusion"]
+        matrix = metric.compute()  # every rank: compute() gathers across ranks
+        metric.reset()
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        path = save_confusion_matrix(
+            matrix,
+            self.class_names,
+            self.confusion_matrix_folder() / f"{file_stem}.png",
+            title=f"{split} epoch {self.current_epoch}" if split == "val" else split,
+        )
+        log.info("confusion matrix: %s", path)
+
+    def confusion_matrix_folder(self) -> Path:
+        return Path(
+            self.confusion_matrix_dir or Path(self.trainer.default_root_dir) / "confusion_matrices"
+        )
+
+    def configure_optimizers(self):
+        return configure_optimizers(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.trainer.estimated_stepping_batches,
+            self.scheduler_interval,
+        )
+
+    def on_train_start(self) -> None:
+        extend_schedules_to_run_length(self.trainer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Ids only mean something with their tokenizer, logits with their class list.
+        checkpoint["tokenizer"] = self.tokenizer.to_dict()
+        checkpoint["class_names"] = list(self.class_names)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before the state dict is loaded: a linear head must exist at the saved size.
+        if checkpoint.get("class_names"):
+            self.set_class_names(checkpoint["class_names"])
