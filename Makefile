@@ -1,5 +1,5 @@
 # Two entry points that work on a fresh machine (Python 3.11, pip reaching PyPI):
-#   make train   set up .venv and run the main job on the embedded default data
+#   make train   set up (apt packages + .venv), build the speech corpus, train + test the default ASR
 #   make test    set up .venv and run the test suite (what CI runs)
 VENV ?= .venv
 PY := $(VENV)/bin/python
