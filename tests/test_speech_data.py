@@ -203,3 +203,14 @@ def test_dataset_without_tokenizer_says_so(tmp_path):
     dataset = SpeechDataset([Utterance(_write_wav(tmp_path / "a.wav", 0.2), "a", 0.2)])
     with pytest.raises(RuntimeError, match="needs a tokenizer"):
         dataset[0]
+
+
+def test_training_sampler_only_under_ddp(monkeypatch):
+    import mmembed.data.sampling as sampling
+
+    dataset = list(range(10))
+    assert sampling.training_sampler(dataset) is None
+    monkeypatch.setattr(sampling, "rank_and_world", lambda: (1, 2))
+    sampler = sampling.training_sampler(dataset, seed=3)
+    assert isinstance(sampler, torch.utils.data.DistributedSampler)
+    assert sampler.rank == 1 and sampler.num_replicas == 2 and len(list(sampler)) == 5

@@ -348,3 +348,22 @@ def test_csv_line_numbers_count_blank_lines_and_ignore_a_bom(corpus):
             read_video_csv(csv)
     finally:
         csv.unlink()
+
+
+def test_training_data_is_sharded_across_ddp_ranks(corpus, monkeypatch):
+    """Trainers leave sharding to the datamodules (use_distributed_sampler: false)."""
+    import mmembed.data.sampling as sampling
+
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(sampling, "rank_and_world", lambda rank=rank: (rank, 2))
+        data = VideoDataModule(corpus, frames_per_clip=4, frame_stride=2, size=24, batch_size=1)
+        data.setup("fit")
+        loader = data.train_dataloader()
+        assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+        seen.append(list(loader.sampler))
+        # evaluation is not sharded: every rank scores every video
+        assert len(data.val_dataloader().dataset) == len(list(data.val_dataloader()))
+    total = len(data.train_dataloader().dataset)
+    assert [len(s) for s in seen] == [(total + 1) // 2] * 2  # equal shares (padded)
+    assert set(seen[0]) | set(seen[1]) == set(range(total))

@@ -29,6 +29,7 @@ from torchvision.transforms import v2
 
 from mmembed.data.image_transforms import eval_transform as default_eval_transform
 from mmembed.data.image_transforms import train_transform as default_train_transform
+from mmembed.data.sampling import training_sampler
 
 __all__ = [
     "CaptionSample",
@@ -488,10 +489,13 @@ class CocoCaptionDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             raise RuntimeError("call set_tokenizer(tokenizer) before asking for dataloaders")
         train = split == "train"
+        dataset = self.dataset(split)
+        sampler = training_sampler(dataset) if train else None
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=functools.partial(
                 collate_captions, tokenizer=self.tokenizer, max_length=self.max_caption_length

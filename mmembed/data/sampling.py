@@ -82,9 +82,7 @@ class DurationBucketBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     @staticmethod
     def _rank_and_world() -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        return rank_and_world()
 
     def _shard(self, batches: list[list[int]]) -> list[list[int]]:
         rank, world = self._rank_and_world()
@@ -99,3 +97,27 @@ class DurationBucketBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._shard(self._all_batches()))
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size; (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def training_sampler(
+    dataset: torch.utils.data.Dataset, seed: int = 0
+) -> torch.utils.data.DistributedSampler | None:
+    """A shuffling ``DistributedSampler`` when running under DDP, else None (plain shuffle).
+
+    Trainers set ``use_distributed_sampler: false`` because the speech batch sampler shards
+    itself, so the other datamodules shard their training data here. Evaluation stays unsharded:
+    every rank scores the whole split, which keeps per-video / per-image metrics exact.
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return None
+    return torch.utils.data.DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
+    )

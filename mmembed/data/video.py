@@ -23,6 +23,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from mmembed.data.sampling import training_sampler
 from mmembed.data.video_annotations import (
     VideoAnnotationError,
     VideoEntry,
@@ -373,10 +374,13 @@ class VideoDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> torch.utils.data.DataLoader:
         train = split == "train"
+        dataset = self._dataset(split)
+        sampler = training_sampler(dataset) if train else None
         return torch.utils.data.DataLoader(
-            self._dataset(split),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
