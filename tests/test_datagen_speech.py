@@ -100,7 +100,8 @@ def test_plan_reuses_sentences_in_another_voice_when_train_outgrows_them():
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
     if shutil.which("flite") is None or not (WORDNET_DIR / "data.noun").is_file():
-        pytest.skip("needs `apt-get install flite wordnet-base`")
+        # `make setup` installs them; a missing package must fail the suite, not skip it
+        pytest.fail("needs the Debian packages flite and wordnet-base: run `make system-deps`")
     return speech.build_speech_corpus(tmp_path_factory.mktemp("speech") / "corpus", **TINY)
 
 
