@@ -32,13 +32,9 @@ def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int) ->
     """Best path: argmax per frame, merge repeats, drop blanks."""
     best = log_probs.argmax(dim=-1)
     hypotheses = []
-    for path, length in zip(best.tolist(), lengths.tolist(), strict=True):
-        tokens, previous = [], None
-        for token in path[:length]:
-            if token != previous and token != blank_id:
-                tokens.append(token)
-            previous = token
-        hypotheses.append(tokens)
+    for path, length in zip(best, lengths.tolist(), strict=True):
+        merged = torch.unique_consecutive(path[:length])
+        hypotheses.append(merged[merged != blank_id].tolist())
     return hypotheses
 
 
@@ -156,15 +152,21 @@ class SpeechRecognition(L.LightningModule):
         self, waveforms: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """CTC log-probabilities (B, T, V) over the shared vocabulary, and frame lengths."""
-        frames, frame_lengths = self.encoder(waveforms, lengths)
-        return self._ctc_log_probs(frames), frame_lengths
+        _, frame_lengths, log_probs = self._encode(waveforms, lengths)
+        return log_probs, frame_lengths
 
     def _ctc_log_probs(self, frames: torch.Tensor) -> torch.Tensor:
         return (self.embedding.logits(frames).float() * self.logit_scale).log_softmax(dim=-1)
 
-    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        frames, frame_lengths = self.encoder(batch["waveforms"], batch["waveform_lengths"])
-        log_probs = self._ctc_log_probs(frames)
+    def _encode(self, waveforms: torch.Tensor, lengths: torch.Tensor):
+        """Frames, frame lengths and CTC log-probabilities: one encoder pass that the losses
+        and the decoders share."""
+        frames, frame_lengths = self.encoder(waveforms, lengths)
+        return frames, frame_lengths, self._ctc_log_probs(frames)
+
+    def _losses(
+        self, batch: dict[str, Any], frames, frame_lengths, log_probs
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ctc = F.ctc_loss(
             log_probs.transpose(0, 1),
             batch["tokens"],
@@ -179,7 +181,7 @@ class SpeechRecognition(L.LightningModule):
             attention = self._attention_loss(frames, frame_lengths, batch)
             parts["attention"] = attention
             loss = self.ctc_weight * ctc + (1.0 - self.ctc_weight) * attention
-        return loss, {**parts, "log_probs": log_probs.detach(), "frame_lengths": frame_lengths}
+        return loss, parts
 
     def _attention_loss(self, frames, frame_lengths, batch) -> torch.Tensor:
         tokens, token_lengths = batch["tokens"], batch["token_lengths"]
@@ -206,8 +208,9 @@ class SpeechRecognition(L.LightningModule):
     # --- decoding --------------------------------------------------------------------------
 
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        frames, frame_lengths = self.encoder(waveforms, lengths)
-        log_probs = self._ctc_log_probs(frames)
+        return self._decode(*self._encode(waveforms, lengths))
+
+    def _decode(self, frames, frame_lengths, log_probs) -> list[str]:
         method = self.decoding["method"]
         if method == "greedy":
             token_lists = ctc_greedy(log_probs, frame_lengths, self.tokenizer.blank_id)
@@ -249,7 +252,8 @@ class SpeechRecognition(L.LightningModule):
     # --- Lightning hooks -------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, parts = self._losses(batch)
+        encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
+        loss, parts = self._losses(batch, *encoded)
         size = len(batch["texts"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name in ("ctc", "attention"):
@@ -258,8 +262,9 @@ class SpeechRecognition(L.LightningModule):
         return loss
 
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
-        loss, _ = self._losses(batch)
-        hypotheses = self.transcribe(batch["waveforms"], batch["waveform_lengths"])
+        encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
+        loss, _ = self._losses(batch, *encoded)
+        hypotheses = self._decode(*encoded)
         references = batch["texts"]
         self.metrics[f"{split}_wer"].update(hypotheses, references)
         self.metrics[f"{split}_cer"].update(hypotheses, references)
