@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmembed import cost_model
-from mmembed.ops import check_ids, embed_project
+from mmembed.ops.embed_project import check_ids, cost_model, embed_project
 
 Backend = Literal["auto", "triton", "torch"]
 Strategy = Literal["auto", "direct", "folded"]
@@ -38,7 +37,8 @@ class SharedEmbedding(nn.Module):
             ``"auto"``: triton on CUDA tensors, torch otherwise.
         strategy: ``"direct"`` gathers rows into the GEMM; ``"folded"`` projects the whole table
             once (V x D x H) and gathers from it, cheaper when V is small relative to the number
-            of ids; ``"auto"`` picks by a roofline cost model (:mod:`mmembed.cost_model`).
+            of ids; ``"auto"`` picks by a roofline cost model
+            (:mod:`mmembed.ops.embed_project.cost_model`).
         deterministic: bitwise-repeatable backward (sorted segment sums instead of float
             atomics). Also on when ``torch.use_deterministic_algorithms(True)``.
         check_ids: validate ids on the host before any kernel reads memory (one sync). Turn off

@@ -1,7 +1,7 @@
-"""Export helpers: ``torch.export`` programs and single-file ONNX models containing the layer.
+"""Export helpers: ``torch.export`` programs and single-file ONNX models containing mmembed ops.
 
-The ``mmembed::embed_project`` op has no ONNX counterpart, so before ONNX conversion it is
-decomposed into its reference (``Gather`` + ``MatMul`` + ``Add`` in the ONNX graph).
+mmembed's ops have no ONNX counterparts, so before ONNX conversion each is decomposed by its
+own lowering (``mmembed/ops/<op>/onnx.py``).
 """
 
 from __future__ import annotations
@@ -12,17 +12,12 @@ from typing import Any
 
 import torch
 
-from mmembed import reference
-from mmembed.ops import embed_project
-
-
-def _embed_project_decomposition(ids, weight, proj_weight, bias, *_config):
-    return reference.embed_project(ids, weight, proj_weight, bias)
+from mmembed.ops.embed_project import onnx as embed_project_onnx
 
 
 def decomposition_table() -> dict:
-    """``ExportedProgram.run_decompositions`` entries that lower mmembed ops to aten ops."""
-    return {embed_project._opoverload: _embed_project_decomposition}
+    """``ExportedProgram.run_decompositions`` entries that lower every mmembed op to aten ops."""
+    return {**embed_project_onnx.decomposition_table()}
 
 
 def export_program(model: torch.nn.Module, args: tuple, dynamic_shapes: Any = None):

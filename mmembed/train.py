@@ -5,9 +5,14 @@
     mmembed-train experiment=asr_default \
         ckpt_path=logs/asr_default/runs/<run>/checkpoints/last.ckpt
 
+The run, in order: validate the config; build the embedded corpus the ``corpus`` node asks for
+(under a file lock, so ranks never build it twice); instantiate the data module; train the
+tokenizer on its training texts (or take the checkpoint's); build the task with the
+``optimizer`` and ``scheduler`` partials; fit; test the best checkpoint; report.
+
 One process per rank: under torchrun or SLURM every rank runs this same entry point and
 Lightning reads its rank from the environment (set ``MMEMBED_RUN_ID`` so all ranks share one
-run folder). Data preparation runs under a file lock, so ranks never build a corpus twice.
+run folder).
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
 log = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = {
-    "data", "task", "tokenizer", "callbacks", "logger", "trainer", "paths", "experiment",
-    "debug", "task_name", "tags", "monitor", "seed", "train", "test", "ckpt_path", "hydra",
-    "optimized_metric", "torch_threads",
+    "data", "corpus", "task", "tokenizer", "optimizer", "scheduler", "callbacks", "logger",
+    "trainer", "paths", "experiment", "debug", "task_name", "tags", "monitor", "seed", "train",
+    "test", "ckpt_path", "hydra", "optimized_metric", "torch_threads",
 }  # fmt: skip
 
 
@@ -56,7 +61,7 @@ def validate_config(cfg: DictConfig) -> None:
             for key in unknown
         )
         raise ConfigError(f"unknown top-level config key(s): {detail}")
-    for group in ("data", "task", "trainer", "tokenizer"):
+    for group in ("data", "task", "trainer", "tokenizer", "optimizer"):
         if not isinstance(cfg.get(group), DictConfig) or "_target_" not in cfg[group]:
             raise ConfigError(f"config group {group!r} must be set and have a _target_")
     # Resolve every interpolation now: a bad one should fail before minutes of data preparation.
@@ -78,12 +83,24 @@ def node_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def build_corpus(cfg: DictConfig) -> None:
+    """The ``corpus`` step: build (or find up to date) the embedded corpus the data reads.
+
+    Every rank calls it; the lock beside the corpus folder makes one build it while the others
+    wait, then find it current."""
+    if not cfg.get("corpus"):
+        return
+    out_dir = Path(cfg.corpus.out_dir)
+    with node_lock(out_dir.parent / f".{out_dir.name}.lock"):
+        hydra.utils.instantiate(cfg.corpus)
+
+
 def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
     """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned);
     otherwise one is trained on the training texts. Training is deterministic, so every rank
     builds the same one without communicating."""
     if cfg.get("ckpt_path"):
-        checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
         if "tokenizer" not in checkpoint:
             raise ConfigError(f"{cfg.ckpt_path}: checkpoint has no tokenizer; not an mmembed run?")
         return load_tokenizer_dict(checkpoint["tokenizer"], source=str(cfg.ckpt_path))
@@ -108,14 +125,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
+    build_corpus(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    with node_lock(Path(cfg.paths.data_dir) / ".prepare.lock"):
-        datamodule.prepare_data()
     tokenizer = build_tokenizer(cfg, datamodule)
     datamodule.set_tokenizer(tokenizer)
     _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
 
-    task = hydra.utils.instantiate(cfg.task, tokenizer=tokenizer)
+    task = hydra.utils.instantiate(
+        cfg.task,
+        tokenizer=tokenizer,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
     callbacks = instantiate_dict(cfg.get("callbacks"))
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -138,7 +159,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test"):
         if best is None:
             log.warning("no best checkpoint was saved; testing the current weights")
-        trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
     _report(metrics, best, output_dir)
     return metrics

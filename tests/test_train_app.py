@@ -35,7 +35,7 @@ TINY_ASR = [
     "task.encoder.subsampling_channels=8",
     "task.embedding.embedding_dim=16",
     "data.num_workers=0",
-    "data.generate_if_missing=false",
+    "corpus=none",
 ]
 
 
@@ -66,12 +66,17 @@ def test_every_experiment_composes_and_resolves(compose_train, experiment):
     ("group", "option"),
     [
         (g, o)
-        for g in ("trainer", "logger", "callbacks", "debug", "tokenizer", "data", "task")
+        for g in (
+            "trainer", "logger", "callbacks", "debug", "tokenizer", "data", "corpus", "task",
+            "optimizer", "scheduler",
+        )  # fmt: skip
         for o in group_options(g)
     ],
 )
 def test_every_group_option_composes(compose_train, group, option):
-    cfg = compose_train([f"{group}={option}"])
+    # a corpus is built for its own data module (which is what `corpus: ${data}` picks)
+    paired = [f"data={option}"] if group == "corpus" and option != "none" else []
+    cfg = compose_train([*paired, f"{group}={option}"])
     validate_config(cfg)
 
 
@@ -211,15 +216,15 @@ def test_overfit_memorises_a_handful_of_utterances(compose_train, speech_corpus,
             "experiment=asr_default",
             f"data.data_dir={memorised}",
             "data.num_workers=0",
-            "data.generate_if_missing=false",
+            "corpus=none",
             "task.width=96",
             "task.encoder.d_model=96",
             "task.encoder.num_layers=2",
             "task.encoder.ffn_dim=192",
             "task.encoder.dropout=0.0",
             "task.encoder.spec_augment=false",
-            "task.optimizer.lr=0.003",
-            "task.scheduler.pct_start=0.1",
+            "optimizer.lr=0.003",
+            "scheduler.pct_start=0.1",
             "trainer.max_epochs=80",
             "trainer.max_time=null",
             "trainer.check_val_every_n_epoch=20",

@@ -14,22 +14,23 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
-import lightning as L
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from mmembed.data.datamodule import TaskDataModule
+from mmembed.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from mmembed.data.image_transforms import eval_transform as default_eval_transform
 from mmembed.data.image_transforms import train_transform as default_train_transform
-from mmembed.data.sampling import training_sampler
+from mmembed.data.skips import SkippedItem, SkippedItemsWarning, warn_skipped
+from mmembed.data.splits import SPLITS
 
 __all__ = [
     "CaptionSample",
@@ -46,8 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
-_LISTED_IN_WARNING = 5
 
 
 class CocoFormatError(ValueError):
@@ -58,7 +57,7 @@ class UnreadableImageError(OSError):
     """An image file that exists but cannot be decoded (raised with ``strict=True``)."""
 
 
-class UnreadableImageWarning(UserWarning):
+class UnreadableImageWarning(SkippedItemsWarning):
     """Images that exist but cannot be decoded were skipped."""
 
 
@@ -97,13 +96,14 @@ def load_coco_captions(
     *,
     strict: bool = False,
     verify_images: bool = True,
+    skipped: list[SkippedItem] | None = None,
 ) -> list[CaptionedImage]:
     """The captioned images of a COCO captions file, in ``images`` order.
 
     Images without any caption are dropped (they cannot be trained on or scored). With
     ``verify_images`` every image header is checked with Pillow (cheap: no full decode), and
-    unreadable ones are skipped with an :class:`UnreadableImageWarning`, or raise
-    :class:`UnreadableImageError` if ``strict``.
+    unreadable ones are skipped with an :class:`UnreadableImageWarning` (and appended to
+    ``skipped``), or raise :class:`UnreadableImageError` if ``strict``.
     """
     annotation_file = Path(annotation_file)
     images_dir = Path(images_dir)
@@ -122,7 +122,7 @@ def load_coco_captions(
     ]
     _check_files_exist(records, annotation_file)
     if verify_images:
-        records = _drop_unreadable(records, annotation_file, strict)
+        records = _drop_unreadable(records, annotation_file, strict, skipped)
     return records
 
 
@@ -203,7 +203,10 @@ def _check_files_exist(records: list[CaptionedImage], path: Path) -> None:
 
 
 def _drop_unreadable(
-    records: list[CaptionedImage], path: Path, strict: bool
+    records: list[CaptionedImage],
+    path: Path,
+    strict: bool,
+    skipped: list[SkippedItem] | None = None,
 ) -> list[CaptionedImage]:
     readable, problems = [], []
     for record in records:
@@ -215,18 +218,13 @@ def _drop_unreadable(
                 raise UnreadableImageError(
                     f"{path}: image id {record.image_id}: cannot read {record.path} ({err})"
                 ) from err
-            problems.append(f"{record.path} (image id {record.image_id}: {err})")
+            where = f"{record.path} (image id {record.image_id})"
+            problems.append(SkippedItem(where, "unreadable image", f"cannot read it ({err})"))
         else:
             readable.append(record)
-    if problems:
-        listed = "; ".join(problems[:_LISTED_IN_WARNING])
-        more = len(problems) - _LISTED_IN_WARNING
-        warnings.warn(
-            f"{path}: skipped {len(problems)} unreadable image(s) of {len(records)}: {listed}"
-            + (f"; and {more} more" if more > 0 else ""),
-            UnreadableImageWarning,
-            stacklevel=3,
-        )
+    warn_skipped(path, problems, len(records), "images", UnreadableImageWarning, stacklevel=4)
+    if skipped is not None:
+        skipped.extend(problems)
     return readable
 
 
@@ -346,7 +344,7 @@ def _teacher_forcing_ids(
 # --- DataModule --------------------------------------------------------------------------------
 
 
-class CocoCaptionDataModule(L.LightningDataModule):
+class CocoCaptionDataModule(TaskDataModule):
     """Train/validation/test COCO captions files sharing one images folder.
 
     Args:
@@ -356,22 +354,19 @@ class CocoCaptionDataModule(L.LightningDataModule):
             "test_unseen.json"}``); ``test_dataloader`` then returns one loader per set, the
             main test set first, in the order :attr:`test_split_names` names them.
         images_dir: image folder, relative to ``data_dir`` (or absolute).
-        batch_size: training batch size; ``eval_batch_size`` (default: the same) for val/test.
-        num_workers: DataLoader worker processes.
+        batch_size, eval_batch_size, num_workers, pin_memory, strict, seed: see
+            :class:`~mmembed.data.datamodule.TaskDataModule`.
         image_size: side of the square images fed to the model.
         augment: random crop and colour jitter for training images (see
             :func:`~mmembed.data.image_transforms.train_transform`).
+        mean, std: the normalisation of the default transforms (ImageNet's, as torchvision's
+            pretrained backbones expect); :attr:`image_normalization` reports them.
         train_transform, eval_transform: replace the default transforms (any callable taking a
-            PIL image and returning a (3, image_size, image_size) tensor).
+            PIL image and returning a (3, image_size, image_size) tensor normalised by ``mean``
+            and ``std``).
         max_caption_length: cap on teacher-forcing sequence length (tokens + 1).
-        strict: raise on an undecodable image instead of skipping it.
         verify_images: check every image header with Pillow when a split is loaded (about
             0.1 ms an image), so undecodable files are skipped up front, not mid-epoch.
-        generate_if_missing: build the embedded emoji corpus (``mmembed-data captions``) into
-            ``data_dir`` when its files are missing, or rebuild it when it was generated with
-            another spec. A folder holding other COCO files is never touched.
-        corpus: spec for that corpus (see ``mmembed.datagen.captions.build_caption_corpus``);
-            its ``image_size`` defaults to ``image_size``.
     """
 
     def __init__(
@@ -387,68 +382,58 @@ class CocoCaptionDataModule(L.LightningDataModule):
         num_workers: int = 0,
         image_size: int = 64,
         augment: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         train_transform: Callable[[Any], torch.Tensor] | None = None,
         eval_transform: Callable[[Any], torch.Tensor] | None = None,
         max_caption_length: int | None = None,
         strict: bool = False,
         verify_images: bool = True,
-        generate_if_missing: bool = False,
-        corpus: dict[str, Any] | None = None,
         pin_memory: bool = False,
+        seed: int = 0,
     ):
-        super().__init__()
-        self.save_hyperparameters(ignore=["train_transform", "eval_transform"])
+        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory, strict, seed)
         self.data_dir = Path(data_dir)
         self.files = {
             split: self.data_dir / name
             for split, name in zip(SPLITS, (train_file, val_file, test_file), strict=True)
         }
-        clashing = set(extra_test_files or {}) & set(SPLITS)
+        extra_test_files = dict(extra_test_files or {})
+        clashing = set(extra_test_files) & set(SPLITS)
         if clashing:
             raise ValueError(f"extra_test_files may not reuse the split names {sorted(clashing)}")
-        self.files.update(
-            {name: self.data_dir / file for name, file in (extra_test_files or {}).items()}
-        )
-        self.test_split_names = ["test", *(extra_test_files or {})]
+        self.files.update({name: self.data_dir / file for name, file in extra_test_files.items()})
+        self._test_split_names = ["test", *extra_test_files]
         self.images_dir = self.data_dir / images_dir
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.image_size = image_size
+        normalise = dict(mean=tuple(mean), std=tuple(std))
         if eval_transform is None:
-            eval_transform = default_eval_transform(image_size)
+            eval_transform = default_eval_transform(image_size, **normalise)
         if train_transform is None:
-            train_transform = default_train_transform(image_size) if augment else eval_transform
+            train_transform = (
+                default_train_transform(image_size, **normalise) if augment else eval_transform
+            )
         self.eval_transform = eval_transform
         self.train_transform = train_transform
+        self.image_normalization = normalise
         self.max_caption_length = max_caption_length
-        self.strict = strict
         self.verify_images = verify_images
-        self.generate_if_missing = generate_if_missing
-        self.corpus = {"image_size": image_size, **(corpus or {})}
-        self.pin_memory = pin_memory
-        self.tokenizer: CaptionTokenizer | None = None
         self._records: dict[str, list[CaptionedImage]] = {}
-        self.datasets: dict[str, CocoCaptionDataset] = {}
 
-    def prepare_data(self) -> None:
-        if not self.generate_if_missing:
-            return
-        from mmembed.datagen.captions import ensure_caption_corpus, read_corpus_info
-
-        present = all(path.is_file() for path in self.files.values())
-        if not present or read_corpus_info(self.data_dir) is not None:
-            ensure_caption_corpus(self.data_dir, **self.corpus)
+    @property
+    def test_split_names(self) -> list[str]:
+        return list(self._test_split_names)
 
     def records(self, split: str) -> list[CaptionedImage]:
         """The parsed captioned images of ``split`` ("train", "validation", "test" or a name in
         ``extra_test_files``)."""
         if split not in self._records:
-            path = self.files[split]
-            if split == "train" and not path.is_file() and self.generate_if_missing:
-                self.prepare_data()  # the tokenizer may be trained before the Trainer starts
             self._records[split] = load_coco_captions(
-                path, self.images_dir, strict=self.strict, verify_images=self.verify_images
+                self.files[split],
+                self.images_dir,
+                strict=self.strict,
+                verify_images=self.verify_images,
+                skipped=self.skipped.setdefault(split, []),
             )
         return self._records[split]
 
@@ -464,52 +449,19 @@ class CocoCaptionDataModule(L.LightningDataModule):
         ]
         if missing:
             raise TypeError(f"tokenizer {type(tokenizer).__name__} lacks {', '.join(missing)}")
-        self.tokenizer = tokenizer
+        super().set_tokenizer(tokenizer)
 
-    def setup(self, stage: str | None = None) -> None:
-        splits = {
-            "fit": ("train", "validation"),
-            "validate": ("validation",),
-            "test": self.test_split_names,
-        }
-        for split in splits.get(stage or "", self.files):
-            self.dataset(split)
-
-    def dataset(self, split: str) -> CocoCaptionDataset:
-        if split not in self.datasets:
-            train = split == "train"
-            self.datasets[split] = CocoCaptionDataset(
-                self.records(split),
-                mode="train" if train else "eval",
-                transform=self.train_transform if train else self.eval_transform,
-            )
-        return self.datasets[split]
-
-    def _loader(self, split: str) -> DataLoader:
-        if self.tokenizer is None:
-            raise RuntimeError("call set_tokenizer(tokenizer) before asking for dataloaders")
+    def build_dataset(self, split: str) -> CocoCaptionDataset:
         train = split == "train"
-        dataset = self.dataset(split)
-        sampler = training_sampler(dataset) if train else None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=functools.partial(
-                collate_captions, tokenizer=self.tokenizer, max_length=self.max_caption_length
-            ),
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+        return CocoCaptionDataset(
+            self.records(split),
+            mode="train" if train else "eval",
+            transform=self.train_transform if train else self.eval_transform,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
-
-    def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        loaders = [self._loader(split) for split in self.test_split_names]
-        return loaders[0] if len(loaders) == 1 else loaders
+    def collate_fn(self, split: str) -> Callable:
+        if self.tokenizer is None:
+            raise RuntimeError("call set_tokenizer(tokenizer) before asking for dataloaders")
+        return functools.partial(
+            collate_captions, tokenizer=self.tokenizer, max_length=self.max_caption_length
+        )

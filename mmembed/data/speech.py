@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import soundfile
 import torch
 import torchaudio
 
+from mmembed.data.datamodule import TaskDataModule
 from mmembed.data.manifest import ManifestEntry, read_manifest
 from mmembed.data.sampling import DurationBucketBatchSampler
+from mmembed.data.skips import SkippedItem, SkippedItemsWarning, warn_skipped
 from mmembed.text.tokenizers import Tokenizer, normalize_text
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 DURATION_TOLERANCE_S = 0.1
 
 
-class AudioSkipWarning(UserWarning):
+class AudioSkipWarning(SkippedItemsWarning):
     """Utterances were skipped while indexing a manifest (the message counts and names them)."""
 
 
@@ -44,33 +43,29 @@ def index_utterances(
     max_duration: float = float("inf"),
     max_text_chars: int | None = None,
     strict: bool = False,
+    skipped: list[SkippedItem] | None = None,
 ) -> list[Utterance]:
     """Keep the entries whose audio is readable, non-empty, as long as the manifest says, within
     the duration range, and whose normalised transcript is non-empty and not over-long.
 
     Unusable entries are skipped with one counted warning naming each file (``strict=True``
-    raises on the first instead). Only headers are read, so this is fast.
+    raises on the first instead) and appended to ``skipped``. Only headers are read, so this
+    is fast.
     """
-    kept, skipped = [], []
+    kept, left_out = [], []
     for entry in entries:
         reason = _problem(entry, min_duration, max_duration, max_text_chars)
         if reason is None:
             kept.append(Utterance(entry.audio_path, normalize_text(entry.text), entry.duration))
             continue
-        message = f"{manifest}:{entry.line}: {entry.audio_path}: {reason}"
+        item = SkippedItem(f"{manifest}:{entry.line}: {entry.audio_path}", reason.split(" (")[0],
+                           reason)  # fmt: skip
         if strict:
-            raise ValueError(message)
-        skipped.append((message, reason.split(" (")[0]))
-    if skipped:
-        counts = Counter(kind for _, kind in skipped)
-        listing = "\n  ".join(message for message, _ in skipped[:20])
-        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        warnings.warn(
-            f"{manifest}: skipped {len(skipped)} of {len(entries)} utterances "
-            f"({dict(counts)}):\n  {listing}{more}",
-            AudioSkipWarning,
-            stacklevel=2,
-        )
+            raise ValueError(str(item))
+        left_out.append(item)
+    warn_skipped(manifest, left_out, len(entries), "utterances", AudioSkipWarning)
+    if skipped is not None:
+        skipped.extend(left_out)
     return kept
 
 
@@ -161,7 +156,7 @@ def collate_speech(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class SpeechDataModule(L.LightningDataModule):
+class SpeechDataModule(TaskDataModule):
     """Train/validation/test manifests in one folder, batched by duration.
 
     Args:
@@ -175,9 +170,8 @@ class SpeechDataModule(L.LightningDataModule):
         min_duration, max_duration: utterances outside are skipped (counted warning).
         max_text_chars: transcripts longer than this are skipped (counted warning).
         speed_factors: speed perturbation of training audio (e.g. ``[0.9, 1.0, 1.1]``).
-        strict: raise on the first unusable utterance instead of skipping it.
-        generate_if_missing: build the embedded default corpus (``mmembed-data speech``) into
-            ``data_dir`` with ``corpus`` as its spec when it is missing or differs.
+        num_workers, strict, seed: see :class:`~mmembed.data.datamodule.TaskDataModule`
+            (``seed`` also orders the duration buckets).
     """
 
     def __init__(
@@ -196,10 +190,8 @@ class SpeechDataModule(L.LightningDataModule):
         num_workers: int = 0,
         strict: bool = False,
         seed: int = 0,
-        generate_if_missing: bool = False,
-        corpus: dict[str, Any] | None = None,
     ):
-        super().__init__()
+        super().__init__(num_workers=num_workers, strict=strict, seed=seed)
         self.data_dir = Path(data_dir)
         self.manifests = {
             "train": self.data_dir / train_manifest,
@@ -213,58 +205,35 @@ class SpeechDataModule(L.LightningDataModule):
             min_duration=min_duration, max_duration=max_duration, max_text_chars=max_text_chars
         )
         self.speed_factors = list(speed_factors) if speed_factors else None
-        self.num_workers = num_workers
-        self.strict = strict
-        self.seed = seed
-        self.generate_if_missing = generate_if_missing
-        self.corpus = dict(corpus or {})
-        self.tokenizer: Tokenizer | None = None
-        self.datasets: dict[str, SpeechDataset] = {}
 
-    def prepare_data(self) -> None:
-        if self.generate_if_missing:
-            from mmembed.datagen.speech import ensure_speech_corpus
-
-            ensure_speech_corpus(self.data_dir, **self.corpus)
-
-    def _dataset(self, split: str) -> SpeechDataset:
-        if split not in self.datasets:
-            manifest = self.manifests[split]
-            utterances = index_utterances(
-                read_manifest(manifest), manifest, strict=self.strict, **self.filters
-            )
-            if not utterances:
-                raise ValueError(f"{manifest}: no usable utterances")
-            speed = self.speed_factors if split == "train" else None
-            dataset = SpeechDataset(utterances, self.sample_rate, speed)
-            dataset.tokenizer = self.tokenizer
-            self.datasets[split] = dataset
-            log.info(
-                "%s: %d utterances, %.1f h", split, len(dataset), sum(dataset.durations()) / 3600
-            )
-        return self.datasets[split]
+    def build_dataset(self, split: str) -> SpeechDataset:
+        manifest = self.manifests[split]
+        utterances = index_utterances(
+            read_manifest(manifest),
+            manifest,
+            strict=self.strict,
+            skipped=self.skipped[split],
+            **self.filters,
+        )
+        if not utterances:
+            raise ValueError(f"{manifest}: no usable utterances")
+        speed = self.speed_factors if split == "train" else None
+        dataset = SpeechDataset(utterances, self.sample_rate, speed)
+        log.info("%s: %d utterances, %.1f h", split, len(dataset), sum(dataset.durations()) / 3600)
+        return dataset
 
     def training_texts(self) -> list[str]:
         """Training transcripts, to train the tokenizer on (nothing from validation/test)."""
-        return [u.text for u in self._dataset("train").utterances]
+        return [u.text for u in self.dataset("train").utterances]
 
-    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
-        for dataset in self.datasets.values():
-            dataset.tokenizer = tokenizer
-
-    def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
-        for split in splits.get(stage, ("train", "validation", "test")):
-            self._dataset(split)
-
-    def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
-        dataset = self._dataset(split)
+    def loader(self, split: str) -> torch.utils.data.DataLoader:
+        # Batches of similar duration; the sampler shards them across ranks itself.
+        dataset = self.dataset(split)
         sampler = DurationBucketBatchSampler(
             dataset.durations(),
             self.max_batch_duration,
             max_batch_size=self.max_batch_size,
-            shuffle=shuffle,
+            shuffle=split == "train",
             seed=self.seed,
         )
         return torch.utils.data.DataLoader(
@@ -274,12 +243,3 @@ class SpeechDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("validation", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)

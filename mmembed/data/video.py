@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from mmembed.data.sampling import training_sampler
+from mmembed.data.datamodule import TaskDataModule
+from mmembed.data.skips import SkippedItem, SkippedItemsWarning, warn_skipped
+from mmembed.data.splits import SPLITS
 from mmembed.data.video_annotations import (
     VideoAnnotationError,
     VideoEntry,
@@ -42,14 +41,13 @@ log = logging.getLogger(__name__)
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
-SPLITS = ("train", "validation", "test")
 DEFAULT_SPLITS = {
     "csv": {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"},
     "folders": {"train": "train", "validation": "validation", "test": "test"},
 }
 
 
-class VideoSkipWarning(UserWarning):
+class VideoSkipWarning(SkippedItemsWarning):
     """Videos were skipped (the message counts and names them)."""
 
 
@@ -67,16 +65,18 @@ def index_videos(
     sampling: ClipSampling,
     source: str | PathLike,
     strict: bool = False,
+    skipped: list[SkippedItem] | None = None,
 ) -> list[VideoRecord]:
     """Keep the entries whose video opens, has frames and is long enough for one clip.
 
     Unknown labels raise (the annotation is wrong). Unusable videos are skipped with one
-    counted warning naming each file (``strict=True`` raises on the first instead). Only
-    container headers are read (about a millisecond per file), so this runs at setup; a file
-    whose header is fine but whose frames do not decode is caught when it is loaded.
+    counted warning naming each file (``strict=True`` raises on the first instead) and
+    appended to ``skipped``. Only container headers are read (about a millisecond per file),
+    so this runs at setup; a file whose header is fine but whose frames do not decode is
+    caught when it is loaded.
     """
     labels = label_indices(entries, class_names)
-    kept, skipped = [], []
+    kept, left_out = [], []
     for entry, label in zip(entries, labels, strict=True):
         try:
             info = probe_video(entry.path) if entry.path.stat().st_size else VideoInfo(0, 0.0)
@@ -93,20 +93,13 @@ def index_videos(
                 kept.append(VideoRecord(entry.path, label, info.num_frames, info.fps))
                 continue
         where = entry.where if entry.where == str(entry.path) else f"{entry.where}: {entry.path}"
-        message = f"{where}: {reason}"
+        item = SkippedItem(where, kind, reason)
         if strict:
-            raise VideoReadError(message)
-        skipped.append((message, kind))
-    if skipped:
-        counts = Counter(kind for _, kind in skipped)
-        listing = "\n  ".join(message for message, _ in skipped[:20])
-        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        warnings.warn(
-            f"{source}: skipped {len(skipped)} of {len(entries)} videos "
-            f"({dict(counts)}):\n  {listing}{more}",
-            VideoSkipWarning,
-            stacklevel=2,
-        )
+            raise VideoReadError(str(item))
+        left_out.append(item)
+    warn_skipped(source, left_out, len(entries), "videos", VideoSkipWarning)
+    if skipped is not None:
+        skipped.extend(left_out)
     return kept
 
 
@@ -220,7 +213,7 @@ class VideoClassificationDataset(torch.utils.data.Dataset):
         return clip, self.videos[video_index].label, video_index
 
 
-class VideoDataModule(L.LightningDataModule):
+class VideoDataModule(TaskDataModule):
     """Train/validation/test videos in one folder, in either annotation layout.
 
     Args:
@@ -244,9 +237,10 @@ class VideoDataModule(L.LightningDataModule):
             centre crop for evaluation).
         crop_scale: area range of the training crop.
         horizontal_flip_p: training flip probability; keep 0 when direction is in the label.
-        strict: raise on the first unusable video instead of skipping it.
-        generate_if_missing: build the embedded default corpus (``mmembed-data video``) into
-            ``data_dir`` with ``corpus`` as its spec when it is missing or differs.
+        mean, std: the normalisation of the clips (Kinetics' by default, as torchvision's
+            video backbones expect); :attr:`image_normalization` reports them.
+        batch_size, eval_batch_size, num_workers, strict, seed: see
+            :class:`~mmembed.data.datamodule.TaskDataModule`.
     """
 
     def __init__(
@@ -272,10 +266,9 @@ class VideoDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         strict: bool = False,
-        generate_if_missing: bool = False,
-        corpus: dict[str, Any] | None = None,
+        seed: int = 0,
     ):
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, strict=strict, seed=seed)
         if layout not in DEFAULT_SPLITS:
             raise ValueError(f"layout must be 'csv' or 'folders', got {layout!r}")
         self.data_dir = Path(data_dir)
@@ -289,33 +282,19 @@ class VideoDataModule(L.LightningDataModule):
         self.sampling = ClipSampling(frames_per_clip, frame_stride, target_fps, loop_short_videos)
         self.train_clips_per_video = train_clips_per_video
         self.num_eval_clips = num_eval_clips
-        normalise = dict(mean=tuple(mean), std=tuple(std))
+        self.image_normalization = dict(mean=tuple(mean), std=tuple(std))
         self.transforms = {
-            True: VideoTransform(size, True, tuple(crop_scale), horizontal_flip_p, **normalise),
-            False: VideoTransform(size, False, **normalise),
+            True: VideoTransform(
+                size, True, tuple(crop_scale), horizontal_flip_p, **self.image_normalization
+            ),
+            False: VideoTransform(size, False, **self.image_normalization),
         }
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.strict = strict
-        self.generate_if_missing = generate_if_missing
-        self.corpus = dict(corpus or {})
-        self.tokenizer: Any = None
-        self.datasets: dict[str, VideoClassificationDataset] = {}
         self._class_names: list[str] | None = None
-
-    def prepare_data(self) -> None:
-        if self.generate_if_missing:
-            from mmembed.datagen.video import ensure_video_corpus
-
-            ensure_video_corpus(self.data_dir, **self.corpus)
 
     @property
     def class_names(self) -> list[str]:
         """Class names in label order (cheap: reads annotations, not videos)."""
         if self._class_names is None:
-            if self.generate_if_missing and not self.split_paths["train"].exists():
-                self.prepare_data()
             self._class_names = self._read_class_names()
         return self._class_names
 
@@ -338,58 +317,30 @@ class VideoDataModule(L.LightningDataModule):
         path = self.split_paths[split]
         return read_video_csv(path) if self.layout == "csv" else scan_class_folders(path)
 
-    def _dataset(self, split: str) -> VideoClassificationDataset:
-        if split not in self.datasets:
-            source = self.split_paths[split]
-            videos = index_videos(
-                self._entries(split), self.class_names, self.sampling, source, self.strict
-            )
-            if not videos:
-                raise ValueError(f"{source}: no usable videos")
-            train = split == "train"
-            self.datasets[split] = VideoClassificationDataset(
-                videos,
-                self.sampling,
-                self.transforms[train],
-                train=train,
-                num_eval_clips=self.num_eval_clips,
-                clips_per_video=self.train_clips_per_video,
-                strict=self.strict,
-            )
-            log.info("%s: %d videos from %s", split, len(videos), source)
-        return self.datasets[split]
+    def build_dataset(self, split: str) -> VideoClassificationDataset:
+        source = self.split_paths[split]
+        videos = index_videos(
+            self._entries(split),
+            self.class_names,
+            self.sampling,
+            source,
+            self.strict,
+            skipped=self.skipped[split],
+        )
+        if not videos:
+            raise ValueError(f"{source}: no usable videos")
+        train = split == "train"
+        log.info("%s: %d videos from %s", split, len(videos), source)
+        return VideoClassificationDataset(
+            videos,
+            self.sampling,
+            self.transforms[train],
+            train=train,
+            num_eval_clips=self.num_eval_clips,
+            clips_per_video=self.train_clips_per_video,
+            strict=self.strict,
+        )
 
     def training_texts(self) -> list[str]:
         """The class names: the texts a zero-shot text tower embeds."""
         return list(self.class_names)
-
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        # The model tokenises the class names; the clips themselves need no tokenizer.
-        self.tokenizer = tokenizer
-
-    def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
-        for split in splits.get(stage, SPLITS):
-            self._dataset(split)
-
-    def _loader(self, split: str) -> torch.utils.data.DataLoader:
-        train = split == "train"
-        dataset = self._dataset(split)
-        sampler = training_sampler(dataset) if train else None
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("validation")
-
-    def test_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("test")

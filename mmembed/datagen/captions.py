@@ -15,13 +15,13 @@ import colorsys
 import json
 import os
 import random
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmembed.data.splits import SPLITS as DATA_SPLITS
 from mmembed.datagen import corpus_folder
 from mmembed.datagen.emoji_catalog import (
     CLDR_ANNOTATION_FILES,
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 2
-SPLITS = ("train", "validation", "test", "test_unseen")
+SPLITS = (*DATA_SPLITS, "test_unseen")
 IMAGES_DIR = "images"
 DEFAULT_OUT_DIR = Path("data/generated/captions")
 DEFAULT_SPEC: dict[str, Any] = dict(
@@ -156,32 +156,25 @@ def build_caption_corpus(
     catalog = emoji_catalog(font_file, include_skin_tones=spec["include_skin_tones"])
     catalog = _subset(catalog, spec["max_emoji"], seed)
     plan = _rendering_plan(catalog, spec)
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / IMAGES_DIR).mkdir(parents=True)
-    try:
+    with corpus_folder.staging(out_dir, __name__) as staging:
+        (staging / IMAGES_DIR).mkdir()
         coco = {split: _empty_coco(split) for split in SPLITS}
         skipped = _render_all(plan, coco, staging, font_file, spec)
         for split, data in coco.items():
             if split != "test_unseen" or data["images"]:
                 _write_json(staging / f"{split}.json", data)
-        info = {
-            "generator": __name__,
-            "spec": spec,
-            "counts": {
+        corpus_folder.write_info(
+            staging,
+            __name__,
+            spec,
+            {
                 split: {"images": len(data["images"]), "captions": len(data["annotations"])}
                 for split, data in coco.items()
             },
-            "skipped_blank": skipped,
-            "sources": _sources(font_file),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        _write_json(staging / "corpus.json", info)
-        corpus_folder.replace_with_staging(staging, out_dir, __name__)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            skipped_blank=skipped,
+            sources=_sources(font_file),
+            seconds=round(time.perf_counter() - started, 2),
+        )
     return out_dir
 
 
@@ -191,22 +184,6 @@ def _subset(catalog: list[Emoji], max_emoji: int | None, seed: int) -> list[Emoj
         return catalog
     kept = set(random.Random(f"subset:{seed}").sample(families, max_emoji))
     return [emoji for emoji in catalog if emoji.family in kept]
-
-
-def _split_sizes(count: int, fractions: Sequence[float]) -> list[int]:
-    """Largest-remainder sizes, with at least one item in every split that asks for some."""
-    wanted = [i for i, f in enumerate(fractions) if f > 0]
-    if count < len(wanted):
-        raise ValueError(f"{count} emoji cannot fill {len(wanted)} non-empty splits")
-    exact = [f * count for f in fractions]
-    sizes = [int(x) for x in exact]
-    for i in sorted(range(len(sizes)), key=lambda i: sizes[i] - exact[i])[: count - sum(sizes)]:
-        sizes[i] += 1
-    for i in wanted:
-        if sizes[i] == 0:
-            sizes[i] = 1
-            sizes[max(range(len(sizes)), key=sizes.__getitem__)] -= 1
-    return sizes
 
 
 def _assign_groups(
@@ -227,7 +204,7 @@ def _assign_groups(
         ordered.extend(members)
     # Smooth weighted round robin: every split gets exactly its size, its picks evenly spaced
     # along `ordered`, so each subgroup (a contiguous run) is split in proportion.
-    sizes = _split_sizes(len(ordered), fractions)
+    sizes = corpus_folder.split_sizes(len(ordered), fractions)
     credit = [0] * len(names)
     group_of: dict[str, str | None] = {}
     for family in ordered:
@@ -373,16 +350,11 @@ def read_corpus_info(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def ensure_caption_corpus(out_dir: str | os.PathLike, **spec: Any) -> Path:
     """Build the corpus unless ``out_dir`` already holds a complete one with the same spec."""
-    out_dir = Path(out_dir)
     wanted = _normalised_spec(**spec)
-    info = read_corpus_info(out_dir)
-    complete = info is not None and all(
-        (out_dir / f"{split}.json").is_file()
-        for split, counts in info.get("counts", {}).items()
-        if counts["images"]
-    )
-    if info is not None and info.get("spec") == wanted and complete:
-        return out_dir
+    info = read_corpus_info(out_dir) or {}
+    files = [f"{split}.json" for split, n in info.get("counts", {}).items() if n["images"]]
+    if corpus_folder.is_current(out_dir, __name__, wanted, files):
+        return Path(out_dir)
     return build_caption_corpus(out_dir, **spec)
 
 
@@ -445,7 +417,4 @@ def run(args: argparse.Namespace) -> Path:
         font_path=args.font_path,
     )
     build = build_caption_corpus if args.force else ensure_caption_corpus
-    out_dir = build(args.out, **spec)
-    info = read_corpus_info(out_dir) or {}
-    print(f"caption corpus in {out_dir}: {info.get('counts')} ({info.get('seconds')} s to build)")
-    return out_dir
+    return build(args.out, **spec)

@@ -7,8 +7,10 @@ import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from mmembed.datagen import corpus_folder
+
 # Subcommand -> module exposing `add_arguments(parser)`, `run(args) -> Path` and a one-line
-# docstring. Modules are imported only to build their own subcommand.
+# docstring; each writes a corpus.json (mmembed.datagen.corpus_folder) whose counts are printed.
 GENERATORS = {
     "speech": "mmembed.datagen.speech",
     "captions": "mmembed.datagen.captions",
@@ -21,12 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmembed-data", description=__doc__)
     subcommands = parser.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
     for name, module_name in GENERATORS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:  # a missing dependency inside it is a real error
-                raise
-            continue  # that generator is not written yet
+        module = importlib.import_module(module_name)
         summary = (module.__doc__ or name).strip().splitlines()[0]
         # "resolve" lets a module define its own --out without clashing with the common one.
         subparser = subcommands.add_parser(
@@ -47,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     corpus_dir = Path(args.run(args))
+    info = corpus_folder.read_corpus_info(corpus_dir, GENERATORS[args.corpus]) or {}
     print(f"{args.corpus} corpus: {corpus_dir.resolve()}")
-    for manifest in sorted(corpus_dir.glob("*.jsonl")):
-        with manifest.open() as lines:
-            print(f"  {manifest.stem}: {sum(1 for _ in lines)} examples")
+    for line in corpus_folder.describe_counts(info):
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 from collections import Counter, defaultdict
@@ -18,12 +17,13 @@ import soundfile as sf
 import torch
 import torchaudio.functional
 
+from mmembed.data.splits import SPLITS
+from mmembed.datagen import corpus_folder
 from mmembed.datagen.text_corpus import sentence_pool
 
 # Bump whenever a change alters the corpus for the same spec, so `ensure_speech_corpus`
 # rebuilds corpora made by older code.
 GENERATOR_VERSION = 1
-SPLITS = ("train", "validation", "test")
 # kal is the 8 kHz diphone voice of the kal16 speaker: after resampling it adds band-limited,
 # telephone-like audio.
 DEFAULT_VOICES = ("slt", "rms", "awb", "kal16", "kal")
@@ -32,7 +32,6 @@ PITCH_FACTOR_RANGE = (0.88, 1.15)
 # Mean F0 (Hz) of each built-in voice, measured on its output; pitch is varied around it.
 # rms is a unit-selection voice that ignores the F0 target, so it keeps its own pitch.
 NATURAL_F0_HZ = {"slt": 170, "awb": 130, "kal16": 95, "kal": 95}
-CORPUS_INFO = "corpus.json"
 
 
 @dataclass(frozen=True)
@@ -68,26 +67,16 @@ def build_speech_corpus(
     out_dir = Path(out_dir)
     spec = _corpus_spec(num_train, num_validation, num_test, voices, seed, sample_rate)
     _check_flite(spec["voices"])
-    _check_replaceable(out_dir)
     utterances = plan_utterances(
         sentence_pool(),
         {"train": num_train, "validation": num_validation, "test": num_test},
         voices=spec["voices"],
         seed=seed,
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename at the end: an interrupted run leaves only a hidden
-    # partial folder, never an out_dir that looks complete.
-    staging = _sibling(out_dir, "partial")
-    staging.mkdir()
-    try:
+    with corpus_folder.staging(out_dir, __name__) as staging:
         durations = _synthesise_all(utterances, staging, sample_rate, jobs)
         _write_manifests(staging, utterances, durations)
         _write_corpus_info(staging, spec, utterances, durations)
-        _replace_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -103,11 +92,9 @@ def ensure_speech_corpus(
     sample_rate: int = 16000,
 ) -> Path:
     """`out_dir`, built unless it already holds a corpus of the same spec and generator."""
-    out_dir = Path(out_dir)
     spec = _corpus_spec(num_train, num_validation, num_test, voices, seed, sample_rate)
-    info = read_corpus_info(out_dir)
-    if info is not None and info.get("version") == GENERATOR_VERSION and info["spec"] == spec:
-        return out_dir
+    if corpus_folder.is_current(out_dir, __name__, spec):
+        return Path(out_dir)
     return build_speech_corpus(
         out_dir,
         num_train=num_train,
@@ -121,9 +108,8 @@ def ensure_speech_corpus(
 
 
 def read_corpus_info(out_dir: str | Path) -> dict | None:
-    """The corpus.json of a complete corpus in `out_dir`, or None if there is none."""
-    path = Path(out_dir) / CORPUS_INFO
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The corpus.json of a complete speech corpus in `out_dir`, or None if there is none."""
+    return corpus_folder.read_corpus_info(out_dir, __name__)
 
 
 def plan_utterances(
@@ -186,6 +172,7 @@ def _corpus_spec(
         "voices": list(voices),
         "seed": seed,
         "sample_rate": sample_rate,
+        "version": GENERATOR_VERSION,
     }
 
 
@@ -197,12 +184,6 @@ def _check_flite(voices: Sequence[str]) -> None:
     missing = [voice for voice in voices if voice not in available]
     if missing:
         raise ValueError(f"flite has no voice {missing}; available: {sorted(available)}")
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    # Never delete a folder that is not one of our corpora (e.g. a mistyped --out).
-    if out_dir.exists() and any(out_dir.iterdir()) and read_corpus_info(out_dir) is None:
-        raise FileExistsError(f"{out_dir} exists and is not a speech corpus; not replacing it")
 
 
 def _synthesise_all(
@@ -264,34 +245,17 @@ def _write_corpus_info(
     seconds: dict[str, float] = defaultdict(float)
     for utterance, duration in zip(utterances, durations, strict=True):
         seconds[utterance.split] += duration
-    info = {
-        "generator": __name__,
-        "version": GENERATOR_VERSION,
-        "spec": spec,
-        "counts": {split: counts[split] for split in SPLITS},
-        "hours": {split: round(seconds[split] / 3600, 4) for split in SPLITS},
-        "sentence_pool": len(sentence_pool()),
-        "unique_train_sentences": len({u.text for u in utterances if u.split == "train"}),
-    }
-    (root / CORPUS_INFO).write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        new.rename(target)
-        return
-    # Move the old corpus aside first so the target path is never half old, half new.
-    old = _sibling(target, "old")
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old)
-
-
-def _sibling(path: Path, role: str) -> Path:
-    """A hidden, per-process work folder next to `path`, cleared of leftovers."""
-    sibling = path.with_name(f".{path.name}.{role}-{os.getpid()}")
-    shutil.rmtree(sibling, ignore_errors=True)
-    return sibling
+    corpus_folder.write_info(
+        root,
+        __name__,
+        spec,
+        {
+            split: {"utterances": counts[split], "hours": round(seconds[split] / 3600, 4)}
+            for split in SPLITS
+        },
+        sentence_pool=len(sentence_pool()),
+        unique_train_sentences=len({u.text for u in utterances if u.split == "train"}),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import colorsys
 import csv
-import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -20,10 +18,11 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmembed.data.splits import SPLITS
 from mmembed.datagen import corpus_folder
 
 # Bump when the rendering changes, so ensure_video_corpus rebuilds corpora made by older code.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 CLASS_NAMES = (
     "moving left",
@@ -38,7 +37,6 @@ CLASS_NAMES = (
     "standing still",
 )
 SHAPES = ("circle", "square", "triangle", "star")
-SPLITS = ("train", "validation", "test")
 
 DEFAULT_SPEC: dict[str, Any] = dict(
     seed=0,
@@ -308,19 +306,6 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 20) -> None:
 # --- corpus ------------------------------------------------------------------------------------
 
 
-def _split_sizes(count: int, fractions: Sequence[float]) -> list[int]:
-    """Videos per split for one class; validation and test get at least one when count >= 3."""
-    sizes = [0] + [round(count * f) for f in fractions[1:]]
-    if count >= 3:
-        sizes = [0] + [
-            max(1, n) if f > 0 else 0 for n, f in zip(sizes[1:], fractions[1:], strict=True)
-        ]
-    sizes[0] = count - sum(sizes[1:])
-    if sizes[0] < 0:
-        raise ValueError(f"split_fractions {tuple(fractions)} leave no room for training videos")
-    return sizes
-
-
 def _render_one(job: tuple) -> None:
     path, class_name, seed, class_seed, video_index, spec = job
     rng = np.random.default_rng([seed, class_seed, video_index])
@@ -389,24 +374,25 @@ def build_video_corpus(
     )
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     rows: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
-    jobs = []
-    sizes = _split_sizes(videos_per_class, spec["split_fractions"])
+    sizes = corpus_folder.split_sizes(videos_per_class, spec["split_fractions"])
+    if sizes[0] < 1:
+        raise ValueError(
+            f"split_fractions {tuple(spec['split_fractions'])} leave no training videos out of "
+            f"{videos_per_class} per class"
+        )
     split_of = [split for split, n in zip(SPLITS, sizes, strict=True) for _ in range(n)]
-    for class_name in spec["classes"]:
-        # Seeding by the class's place in CLASS_NAMES (not in `classes`) keeps each video the
-        # same whichever subset of classes is built.
-        class_seed = CLASS_NAMES.index(class_name)
-        for video_index in range(videos_per_class):
-            relative = f"videos/{class_folder(class_name)}/{video_index:04d}.mp4"
-            rows[split_of[video_index]].append((relative, class_name))
-            jobs.append((staging / relative, class_name, seed, class_seed, video_index, spec))
-    try:
+    with corpus_folder.staging(out_dir, __name__) as staging:
+        jobs = []
         for class_name in spec["classes"]:
+            # Seeding by the class's place in CLASS_NAMES (not in `classes`) keeps each video
+            # the same whichever subset of classes is built.
+            class_seed = CLASS_NAMES.index(class_name)
             (staging / "videos" / class_folder(class_name)).mkdir(parents=True)
+            for video_index in range(videos_per_class):
+                relative = f"videos/{class_folder(class_name)}/{video_index:04d}.mp4"
+                rows[split_of[video_index]].append((relative, class_name))
+                jobs.append((staging / relative, class_name, seed, class_seed, video_index, spec))
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
                 list(pool.map(_render_one, jobs, chunksize=16))
@@ -419,16 +405,13 @@ def build_video_corpus(
                 writer.writerow(["path", "label"])
                 writer.writerows(split_rows)
         (staging / "classes.txt").write_text("\n".join(spec["classes"]) + "\n", encoding="utf-8")
-        info = {
-            "generator": __name__,
-            "spec": spec,
-            "counts": {split: len(split_rows) for split, split_rows in rows.items()},
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        (staging / "corpus.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        corpus_folder.replace_with_staging(staging, out_dir, __name__)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        corpus_folder.write_info(
+            staging,
+            __name__,
+            spec,
+            {split: {"videos": len(split_rows)} for split, split_rows in rows.items()},
+            seconds=round(time.perf_counter() - started, 2),
+        )
     return out_dir
 
 
@@ -439,12 +422,9 @@ def read_corpus_info(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def ensure_video_corpus(out_dir: str | os.PathLike, **spec: Any) -> Path:
     """Build the corpus unless ``out_dir`` already holds one made with the same spec."""
-    out_dir = Path(out_dir)
     wanted = _normalised_spec(**{k: v for k, v in spec.items() if k != "workers"})
-    info = read_corpus_info(out_dir)
-    if info is not None and info.get("spec") == wanted:
-        return out_dir
-    corpus_folder.check_is_generated(out_dir, __name__)
+    if corpus_folder.is_current(out_dir, __name__, wanted):
+        return Path(out_dir)
     return build_video_corpus(out_dir, **spec)
 
 
@@ -485,7 +465,4 @@ def run(args: argparse.Namespace) -> Path:
         workers=args.workers,
     )
     build = build_video_corpus if args.force else ensure_video_corpus
-    out_dir = build(args.out, **spec)
-    info = read_corpus_info(out_dir) or {}
-    print(f"video corpus in {out_dir}: {info.get('counts')} ({info.get('seconds')} s to build)")
-    return out_dir
+    return build(args.out, **spec)

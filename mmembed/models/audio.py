@@ -13,7 +13,13 @@ from torch import nn
 
 
 class LogMelFrontend(nn.Module):
-    """Log-mel filterbank features, normalised per utterance over its real (unpadded) frames."""
+    """Log-mel filterbank features, normalised per utterance over its real (unpadded) frames.
+
+    The STFT pads each end with zeros (not torch's default reflection), and samples past an
+    utterance's length are zeroed first, so an utterance's features are the same alone or
+    padded in any batch: a reflection at its end would differ from the zeros of a padded batch
+    in the edge frames, and through the utterance statistics and attention, in every frame.
+    """
 
     def __init__(
         self,
@@ -35,11 +41,14 @@ class LogMelFrontend(nn.Module):
             f_min=f_min,
             f_max=f_max,
             center=True,
+            pad_mode="constant",
         )
 
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        samples = torch.arange(waveforms.shape[-1], device=waveforms.device)
+        waveforms = waveforms * (samples < lengths[:, None]).to(waveforms.dtype)
         features = (self.melspec(waveforms) + 1e-6).log().transpose(1, 2)  # (B, T, n_mels)
         frame_lengths = torch.div(lengths, self.hop_length, rounding_mode="floor") + 1
         valid = torch.arange(features.shape[1], device=features.device) < frame_lengths[:, None]
@@ -79,9 +88,20 @@ class SpecAugment(nn.Module):
         return spec.squeeze(1).transpose(1, 2)
 
 
+def _halved(lengths: torch.Tensor) -> torch.Tensor:
+    """Frames after a stride-2, kernel-3, padding-1 convolution."""
+    return torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+
+
+def _frame_mask(lengths: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, size) 1 on real frames, 0 on padding."""
+    return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).to(dtype)
+
+
 class ConvSubsampling(nn.Module):
     """Two stride-2 2-D convolutions over (time, mel): 4x fewer frames, the usual Conformer
-    input stage."""
+    input stage. Padded frames are zeroed between the convolutions, so a padded utterance
+    gives the frames it gives alone."""
 
     def __init__(self, in_features: int, channels: int, out_dim: int):
         super().__init__()
@@ -97,22 +117,23 @@ class ConvSubsampling(nn.Module):
 
     @staticmethod
     def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
-        for _ in range(2):
-            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
-        return lengths
+        return _halved(_halved(lengths))
 
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv(features.unsqueeze(1))  # (B, C, T/4, F/4)
+        x = self.conv[1](self.conv[0](features.unsqueeze(1)))  # (B, C, T/2, F/2)
+        half = _halved(lengths)
+        x = x * _frame_mask(half, x.shape[2], x.dtype)[:, None, :, None]
+        x = self.conv[3](self.conv[2](x))  # (B, C, T/4, F/4)
         x = x.permute(0, 2, 1, 3).flatten(2)
-        return self.out(x), self.output_lengths(lengths)
+        return self.out(x), _halved(half)
 
 
 class Conv1dSubsampling(nn.Module):
     """Two stride-2 1-D convolutions with the mel bins as channels: 4x fewer frames at a
     fraction of the 2-D stage's cost (about 8x fewer multiply-adds at 64 mels), which is what
-    makes CPU training budgets work."""
+    makes CPU training budgets work. Padded frames are zeroed between the convolutions."""
 
     def __init__(self, in_features: int, channels: int, out_dim: int):
         super().__init__()
@@ -128,7 +149,44 @@ class Conv1dSubsampling(nn.Module):
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.conv(features.transpose(1, 2)).transpose(1, 2), self.output_lengths(lengths)
+        x = self.conv[1](self.conv[0](features.transpose(1, 2)))  # (B, C, T/2)
+        half = _halved(lengths)
+        x = x * _frame_mask(half, x.shape[2], x.dtype)[:, None, :]
+        x = self.conv[3](self.conv[2](x))
+        return x.transpose(1, 2), _halved(half)
+
+
+def conformer_layer(
+    layer: torchaudio.models.conformer.ConformerLayer,
+    x: torch.Tensor,
+    padding: torch.Tensor,
+    keep: torch.Tensor,
+) -> torch.Tensor:
+    """torchaudio's ``ConformerLayer.forward`` (same submodules, same order) with padded frames
+    zeroed before the depthwise convolution, as ESPnet does: otherwise its kernel reads the
+    padding next to an utterance's last frames. ``x`` (T, B, D); ``padding`` (B, T) True at
+    padding; ``keep`` (B, T) its float complement."""
+
+    def convolution(x: torch.Tensor) -> torch.Tensor:
+        module = layer.conv_module
+        y = module.layer_norm(x.transpose(0, 1)).transpose(1, 2)  # (B, D, T)
+        pointwise, glu, *rest = module.sequential
+        y = glu(pointwise(y)) * keep[:, None, :]
+        for stage in rest:
+            y = stage(y)
+        return x + y.permute(2, 0, 1)
+
+    x = layer.ffn1(x) * 0.5 + x
+    if layer.convolution_first:
+        x = convolution(x)
+    residual = x
+    attended = layer.self_attn_layer_norm(x)
+    attended, _ = layer.self_attn(attended, attended, attended, key_padding_mask=padding)
+    x = layer.self_attn_dropout(attended) + residual
+    if not layer.convolution_first:
+        x = convolution(x)
+    x = layer.ffn2(x) * 0.5 + x
+    return layer.final_layer_norm(x)
 
 
 class SelfAttention(nn.Module):
@@ -189,11 +247,12 @@ class AudioEncoder(nn.Module):
         frame_lengths = frame_lengths.clamp(max=x.shape[1])
         # torchaudio's Conformer.forward sizes its padding mask with lengths.max().item(), a
         # data-dependent value torch.export cannot trace; the mask from the padded shape is the
-        # same and exports.
-        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
+        # same and exports (and conformer_layer also masks the convolutions with it).
+        keep = _frame_mask(frame_lengths, x.shape[1], x.dtype)
+        padding = keep == 0
         x = x.transpose(0, 1).contiguous()
         for layer in self.conformer.conformer_layers:
-            x = layer(x, padding)
+            x = conformer_layer(layer, x, padding, keep)
         return self.output(x.transpose(0, 1)), frame_lengths
 
 

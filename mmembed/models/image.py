@@ -18,26 +18,16 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-__all__ = [
-    "BACKBONES",
-    "CheckpointMismatchError",
-    "ImageEncoder",
-    "build_image_encoder",
-    "load_backbone_checkpoint",
-    "small_cnn",
-]
+from mmembed.models.backbone import BackboneEncoder, load_backbone_checkpoint
 
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint whose parameter names or shapes do not fit the backbone."""
+__all__ = ["BACKBONES", "ImageEncoder", "build_image_encoder", "small_cnn"]
 
 
 # --- backbones -----------------------------------------------------------------------------
@@ -143,87 +133,6 @@ TORCHVISION_BACKBONES: dict[str, TorchvisionSpec] = {
 BACKBONES = ("small_cnn", *TORCHVISION_BACKBONES)
 
 
-# --- checkpoints ---------------------------------------------------------------------------
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a pickle error, a zip error, a truncated file: say which file
-        message = f"{path}: cannot read it as a torch checkpoint ({err})"
-        raise CheckpointMismatchError(message) from err
-    # Training checkpoints nest the weights; DataParallel / DDP prefix every name with "module.".
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping) or not all(
-        isinstance(value, torch.Tensor) for value in state.values()
-    ):
-        raise CheckpointMismatchError(f"{path}: holds no state dict of tensors")
-    return {name.removeprefix("module."): value for name, value in state.items()}
-
-
-def load_backbone_checkpoint(
-    model: nn.Module,
-    checkpoint: str | os.PathLike,
-    ignore_prefixes: Sequence[str] = (),
-    adapt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-) -> None:
-    """Load a local state dict into ``model``, failing clearly on any mismatch.
-
-    Args:
-        model: the module whose ``state_dict`` names the checkpoint must use (a full torchvision
-            classifier for the torchvision backbones, so their published ``.pth`` files load).
-        checkpoint: path to a ``torch.save``-d state dict (also accepted: one nested under
-            ``"state_dict"`` or ``"model"``, and ``"module."``-prefixed names).
-        ignore_prefixes: names that may be missing, extra or of another shape (the dropped
-            classification head).
-        adapt: rewrites the loaded state dict before matching (e.g. resizing ViT positions).
-    """
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"image encoder checkpoint {path} does not exist. Pretrained weights are never "
-            "downloaded: save them there first (e.g. torchvision's published .pth file), or set "
-            "checkpoint: null to train from scratch"
-        )
-    state = _read_state_dict(path)
-    if adapt is not None:
-        state = adapt(state)
-    expected = model.state_dict()
-
-    def ignored(name: str) -> bool:
-        return name.startswith(tuple(ignore_prefixes))
-
-    missing = sorted(name for name in expected if name not in state and not ignored(name))
-    unexpected = sorted(name for name in state if name not in expected and not ignored(name))
-    reshaped = sorted(
-        f"{name} {tuple(state[name].shape)} (model: {tuple(expected[name].shape)})"
-        for name in expected
-        if name in state and not ignored(name) and state[name].shape != expected[name].shape
-    )
-    if missing or unexpected or reshaped:
-        problems = [
-            f"{label} ({len(names)}): {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
-            for label, names in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("wrong shape", reshaped),
-            )
-            if names
-        ]
-        raise CheckpointMismatchError(
-            f"{path} does not fit {type(model).__name__}: " + "; ".join(problems)
-        )
-    # Left out now: only ignored (head) entries that are absent or of another shape.
-    usable = {
-        name: value
-        for name, value in state.items()
-        if name in expected and value.shape == expected[name].shape
-    }
-    model.load_state_dict(usable, strict=False)
-
-
 def _vit_position_adapter(image_size: int, patch_size: int):
     """Resize a checkpoint's ViT position table to this image size (bicubic, as torchvision
     does when fine-tuning at another resolution)."""
@@ -275,7 +184,7 @@ def grid_positions(height: int, width: int, dim: int, device=None, dtype=None) -
     return torch.cat([row_part, col_part], dim=-1).reshape(height * width, dim).to(dtype)
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(BackboneEncoder):
     """backbone -> linear projection to ``out_dim`` (+ 2-D positions) -> LayerNorm.
 
     ``forward(images (B, 3, H, W)) -> (B, N, out_dim)``: N grid regions (a ViT keeps its class
@@ -289,27 +198,12 @@ class ImageEncoder(nn.Module):
         positions: bool = True,
         freeze_backbone: bool = False,
     ):
-        super().__init__()
-        self.backbone = backbone
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            backbone.requires_grad_(False)
-        self.out_dim = out_dim
-        self.projection = nn.Linear(backbone.channels, out_dim)
+        super().__init__(backbone, out_dim, freeze_backbone)
         # A ViT's tokens already carry positions; a CNN's grid only implicitly, through padding.
         self.add_positions = positions and not backbone.has_positions
         if self.add_positions and out_dim % 4:
             raise ValueError(f"2-D positions need out_dim divisible by 4, got {out_dim}")
         self.norm = nn.LayerNorm(out_dim)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> ImageEncoder:
-        super().train(mode)
-        if self.freeze_backbone:
-            # BatchNorm statistics stay those of the checkpoint (Lightning calls train() on the
-            # whole model every epoch).
-            self.backbone.eval()
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens, height, width = self.backbone(images)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mmembed.embedding import SharedEmbedding
+from mmembed.models.heads import TiedLogits
 
 
 class TransformerTextDecoder(nn.Module):
@@ -45,9 +46,7 @@ class TransformerTextDecoder(nn.Module):
         )
         self.layers = nn.TransformerDecoder(layer, num_layers)
         self.norm = nn.LayerNorm(width)
-        # unit-scale hidden states dotted with unit-scale table rows give logits ~ sqrt(width):
-        # scale them down so training starts from a soft, not saturated, softmax
-        self.logit_scale = width**-0.5
+        self.head = TiedLogits(embedding)
 
     def forward(
         self,
@@ -72,7 +71,7 @@ class TransformerTextDecoder(nn.Module):
             tgt_key_padding_mask=_float_mask(input_padding_mask, x.dtype),
             memory_key_padding_mask=_float_mask(memory_padding_mask, x.dtype),
         )
-        return self.embedding.logits(self.norm(hidden)) * self.logit_scale
+        return self.head(self.norm(hidden))
 
 
 def _float_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

@@ -16,18 +16,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torchvision.models.video as tv_video
 from torch import nn
 from torch.nn import functional as F
 
-from mmembed.models.image import CheckpointMismatchError, load_backbone_checkpoint
+from mmembed.models.backbone import BackboneEncoder, load_backbone_checkpoint
 
 __all__ = [
     "VIDEO_BACKBONES",
-    "CheckpointMismatchError",
     "VideoEncoder",
     "build_video_encoder",
     "torchvision_video_backbone",
@@ -183,16 +181,6 @@ TORCHVISION_VIDEO_BACKBONES: dict[str, VideoBackboneSpec] = {
 VIDEO_BACKBONES = ("video_small", *TORCHVISION_VIDEO_BACKBONES)
 
 
-def _check_checkpoint_exists(checkpoint: str | os.PathLike) -> None:
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"video encoder checkpoint {path} does not exist. Pretrained weights are never "
-            "downloaded: save them there first (e.g. torchvision's published .pth file), or set "
-            "checkpoint: null to train from scratch"
-        )
-
-
 # torchvision builds mvit_v2_s for 16 frames of 224x224 only (its relative position tables).
 MVIT_INPUT_SIZE = (16, 224, 224)
 
@@ -212,7 +200,6 @@ def torchvision_video_backbone(
     spec = TORCHVISION_VIDEO_BACKBONES[name]
     model = spec.factory(weights=None)
     if checkpoint is not None:
-        _check_checkpoint_exists(checkpoint)
         load_backbone_checkpoint(model, checkpoint, ignore_prefixes=(spec.head_prefix,))
     channels = spec.strip_head(model)
     return PooledBackbone(model, channels, MVIT_INPUT_SIZE if name == "mvit_v2_s" else None)
@@ -221,7 +208,7 @@ def torchvision_video_backbone(
 # --- encoder ---------------------------------------------------------------------------------
 
 
-class VideoEncoder(nn.Module):
+class VideoEncoder(BackboneEncoder):
     """backbone -> (dropout) -> linear projection to ``out_dim``.
 
     ``forward(clips (B, 3, T, H, W)) -> (B, out_dim)``. No normalisation here: a cosine head
@@ -235,23 +222,8 @@ class VideoEncoder(nn.Module):
         dropout: float = 0.0,
         freeze_backbone: bool = False,
     ):
-        super().__init__()
-        self.backbone = backbone
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            backbone.requires_grad_(False)
-        self.out_dim = out_dim
+        super().__init__(backbone, out_dim, freeze_backbone)
         self.dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(backbone.channels, out_dim)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> VideoEncoder:
-        super().train(mode)
-        if self.freeze_backbone:
-            # BatchNorm statistics stay those of the checkpoint (Lightning calls train() on the
-            # whole model every epoch).
-            self.backbone.eval()
-        return self
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.projection(self.dropout(self.backbone(clips)))
@@ -289,7 +261,6 @@ def build_video_encoder(
     if name == "video_small":
         backbone = video_small(channels, temporal_kernel, block, frame_differences)
         if checkpoint is not None:
-            _check_checkpoint_exists(checkpoint)
             load_backbone_checkpoint(backbone, checkpoint)
     elif name in TORCHVISION_VIDEO_BACKBONES:
         backbone = torchvision_video_backbone(name, checkpoint)

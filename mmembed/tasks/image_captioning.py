@@ -11,56 +11,42 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmembed.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from mmembed.embedding import SharedEmbedding
 from mmembed.metrics.captioning import CaptionMetrics, save_caption_grid
-from mmembed.models.beam_search import Hypothesis, beam_search
+from mmembed.models.decoding import CaptionDecoding, Hypothesis, beam_search
+from mmembed.models.decoding.options import as_options
 from mmembed.models.text_decoder import TransformerTextDecoder
-from mmembed.tasks.optim import configure_optimizers, extend_schedules_to_run_length
+from mmembed.tasks.base import TokenTableTask, log_examples
 from mmembed.text.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DECODING: dict[str, Any] = {
-    "beam_size": 3,
-    # validation runs every epoch: greedy keeps it cheap; null = beam_size
-    "val_beam_size": 1,
-    "length_penalty": 1.0,
-    "max_length": 32,
-    "no_repeat_ngram_size": 0,
-}
 
-
-class ImageCaptioning(L.LightningModule):
+class ImageCaptioning(TokenTableTask):
     """Encoder-decoder captioner over the shared token table.
 
     Args:
-        tokenizer: text tokenizer (its vocabulary sizes the shared table); saved in checkpoints.
+        tokenizer, embedding, width, optimizer, scheduler, scheduler_interval: see
+            :class:`~mmembed.tasks.base.TokenTableTask`.
         encoder: module mapping images (B, 3, H, W) to region features (B, N, width), e.g.
             :func:`mmembed.models.image.build_image_encoder`.
-        embedding: ``SharedEmbedding`` factory called with ``num_embeddings`` (vocabulary size)
-            and ``out_features=width``.
         decoder: ``TransformerTextDecoder`` factory called with the embedding.
-        width: the shared model width (encoder output = embedding projection = decoder width).
         label_smoothing: of the teacher-forcing cross-entropy.
-        decoding: ``beam_size`` (1 = greedy; used for test and :meth:`caption`),
-            ``val_beam_size`` (per-epoch validation; null = ``beam_size``), ``length_penalty``
-            (exponent of the length normalisation), ``max_length`` (generated tokens, end token
-            included), ``no_repeat_ngram_size`` (0 = off).
-        optimizer, scheduler: Hydra partials; see :func:`mmembed.tasks.optim.configure_optimizers`.
+        decoding: :class:`~mmembed.models.decoding.CaptionDecoding` (or a dict of its fields).
         num_logged_examples: reference/hypothesis pairs written to the log each evaluation.
         grid_images: images in the PNG grid written each validation and test (0 = none).
         grid_dir: folder for those grids; None = ``<trainer.default_root_dir>/captions`` (the
             run folder with ``mmembed-train``).
+        image_mean, image_std: the normalisation of the input images, to draw them in the grids;
+            None = the data module's ``image_normalization`` (read in ``setup``).
     """
 
     def __init__(
@@ -71,40 +57,40 @@ class ImageCaptioning(L.LightningModule):
         decoder: Callable[[SharedEmbedding], TransformerTextDecoder],
         width: int,
         label_smoothing: float = 0.1,
-        decoding: dict[str, Any] | None = None,
+        decoding: CaptionDecoding | dict[str, Any] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         scheduler_interval: str = "step",
         num_logged_examples: int = 3,
         grid_images: int = 16,
         grid_dir: str | None = None,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
     ):
-        super().__init__()
-        unknown = set(decoding or {}) - set(DEFAULT_DECODING)
-        if unknown:
-            raise ValueError(
-                f"unknown decoding option(s) {sorted(unknown)}; expected {sorted(DEFAULT_DECODING)}"
-            )
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, embedding, width, optimizer, scheduler, scheduler_interval)
         self.encoder = encoder
-        self.embedding = embedding(num_embeddings=tokenizer.vocab_size, out_features=width)
         self.decoder = decoder(self.embedding)
         self.label_smoothing = label_smoothing
-        self.decoding = {**DEFAULT_DECODING, **(decoding or {})}
-        if self.decoding["val_beam_size"] is None:
-            self.decoding["val_beam_size"] = self.decoding["beam_size"]
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
+        self.decoding = as_options(decoding, CaptionDecoding)
         self.num_logged_examples = num_logged_examples
         self.grid_images = grid_images
         self.grid_dir = grid_dir
+        self.image_normalization = (
+            {"mean": tuple(image_mean), "std": tuple(image_std)}
+            if image_mean is not None and image_std is not None
+            else None
+        )
         # One accumulator per evaluated split ("val", "test", "test_unseen", ...); the texts
         # they hold are not weights, so none of this enters checkpoints.
         self.caption_metrics = nn.ModuleDict({"val": CaptionMetrics()})
         self._test_splits: list[str] = []
         # images with their captions, spread over each split, for the sample grid and log
         self._samples: dict[str, dict[str, list]] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.image_normalization is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            self.image_normalization = getattr(datamodule, "image_normalization", None)
 
     # --- model -----------------------------------------------------------------------------
 
@@ -152,8 +138,13 @@ class ImageCaptioning(L.LightningModule):
         the ``decoding`` config. Call ``.eval()`` first outside a Trainer."""
         if memory is None:
             memory = self(images)
-        options = self.decoding
-        limit = options["max_length"] if max_length is None else max_length
+        given = dict(
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+            max_length=max_length,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+        options = {**vars(self.decoding), **{k: v for k, v in given.items() if v is not None}}
 
         def step(prefixes: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
             return self.decode_step(prefixes, memory[owners])
@@ -163,17 +154,11 @@ class ImageCaptioning(L.LightningModule):
             memory.shape[0],
             self.tokenizer.bos_id,
             self.tokenizer.eos_id,
-            beam_size=options["beam_size"] if beam_size is None else beam_size,
+            beam_size=options["beam_size"],
             # the begin token takes one learned position
-            max_length=min(limit, self.decoder.max_length - 1),
-            length_penalty=(
-                options["length_penalty"] if length_penalty is None else length_penalty
-            ),
-            no_repeat_ngram_size=(
-                options["no_repeat_ngram_size"]
-                if no_repeat_ngram_size is None
-                else no_repeat_ngram_size
-            ),
+            max_length=min(options["max_length"], self.decoder.max_length - 1),
+            length_penalty=options["length_penalty"],
+            no_repeat_ngram_size=options["no_repeat_ngram_size"],
             device=memory.device,
         )
 
@@ -248,10 +233,10 @@ class ImageCaptioning(L.LightningModule):
         sample = self._samples.pop(split, None)
         if not sample or not sample["hypotheses"]:
             return
-        pairs = list(zip(sample["references"], sample["hypotheses"], strict=True))
-        for references, hypothesis in pairs[: self.num_logged_examples]:
-            log.info("[%s epoch %d]\n  ref: %s\n  hyp: %s", split, self.current_epoch,
-                     " | ".join(references), hypothesis)  # fmt: skip
+        references = [" | ".join(refs) for refs in sample["references"]]
+        log_examples(
+            split, self.current_epoch, references, sample["hypotheses"], self.num_logged_examples
+        )
         if self.grid_images > 0:
             path = save_caption_grid(
                 torch.cat(sample["images"]),
@@ -259,8 +244,7 @@ class ImageCaptioning(L.LightningModule):
                 sample["references"],
                 self._grid_folder() / f"{file_stem}.png",
                 max_items=self.grid_images,
-                mean=IMAGENET_MEAN,
-                std=IMAGENET_STD,
+                **(self.image_normalization or {}),
             )
             log.info("caption samples: %s", path)
 
@@ -269,7 +253,7 @@ class ImageCaptioning(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         num_batches = self.trainer.num_val_batches[0]
-        self._evaluate(batch, "val", self.decoding["val_beam_size"], num_batches)
+        self._evaluate(batch, "val", self.decoding.validation_beam_size, num_batches)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_split("val", f"val_epoch_{self.current_epoch:03d}")
@@ -287,27 +271,11 @@ class ImageCaptioning(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         split = self._test_splits[dataloader_idx]
         num_batches = self.trainer.num_test_batches[dataloader_idx]
-        self._evaluate(batch, split, self.decoding["beam_size"], num_batches)
+        self._evaluate(batch, split, self.decoding.beam_size, num_batches)
 
     def on_test_epoch_end(self) -> None:
         for split in self._test_splits:
             self._finish_split(split, split)
-
-    def configure_optimizers(self):
-        return configure_optimizers(
-            self,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-            self.scheduler_interval,
-        )
-
-    def on_train_start(self) -> None:
-        extend_schedules_to_run_length(self.trainer)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Ids only mean something with their tokenizer: keep them together.
-        checkpoint["tokenizer"] = self.tokenizer.to_dict()
 
 
 def _evenly_spaced(size: int, count: int) -> list[int]:

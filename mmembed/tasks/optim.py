@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -52,3 +53,39 @@ def extend_schedules_to_run_length(trainer) -> None:
             for phase in getattr(scheduler, "_schedule_phases", ()):  # OneCycleLR's phase ends
                 phase["end_step"] = (phase["end_step"] + 1) * total / scheduler.total_steps - 1
             scheduler.total_steps = total
+
+
+class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
+    """Linear warm-up over ``warmup_fraction`` of the run, then cosine decay of the learning
+    rate to ``min_lr_ratio`` times its peak at ``total_steps`` (stepped every optimizer step).
+
+    ``total_steps`` is an attribute read at every step, so a resumed, longer run is stretched by
+    :func:`extend_schedules_to_run_length` like ``OneCycleLR``; it is saved in the state dict.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        warmup_fraction: float = 0.05,
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ):
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        self.total_steps = int(total_steps)
+        self.warmup_fraction = warmup_fraction
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer, self._factor, last_epoch)
+
+    def _factor(self, step: int) -> float:
+        warmup = round(self.warmup_fraction * self.total_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine

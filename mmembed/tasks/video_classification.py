@@ -11,12 +11,10 @@ classifier (a baseline; no zero-shot).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,80 +22,31 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from mmembed.embedding import SharedEmbedding
 from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
-from mmembed.tasks.optim import configure_optimizers, extend_schedules_to_run_length
+from mmembed.models.heads import ScaledCosineLogits
+from mmembed.models.text_encoder import LabelTextEncoder
+from mmembed.tasks.base import TokenTableTask
 from mmembed.text.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
 HEADS = ("text", "linear")
-# CLIP's initial temperature (1 / 0.07) and its cap on the learned scale.
-INITIAL_LOGIT_SCALE = 1 / 0.07
-MAX_LOGIT_SCALE = 100.0
 
 
-class LabelTextEncoder(nn.Module):
-    """Class names -> unit-norm label embeddings (N, width) through the shared table.
-
-    Mean of the token embeddings (padding excluded), then an optional linear layer: the table
-    rows are shared with other tasks, so this gives labels a little room of their own.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, embedding: SharedEmbedding, projection: bool = True):
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.embedding = embedding
-        width = embedding.output_dim
-        self.projection = nn.Linear(width, width) if projection else nn.Identity()
-        self._token_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def tokenize(
-        self, class_names: Sequence[str], device: torch.device | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ids (N, L) and a mask of real tokens (N, L); cached per list of names."""
-        key = tuple(class_names)
-        if key not in self._token_cache:
-            if not key:
-                raise ValueError("need at least one class name")
-            encoded = [self.tokenizer.encode(name) for name in key]
-            empty = [name for name, ids in zip(key, encoded, strict=True) if not ids]
-            if empty:
-                raise ValueError(f"class names with no tokens after normalisation: {empty}")
-            length = max(len(ids) for ids in encoded)
-            ids = torch.full((len(key), length), self.tokenizer.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(key), length), dtype=torch.bool)
-            for row, tokens in enumerate(encoded):
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = True
-            self._token_cache[key] = (ids, mask)
-        ids, mask = self._token_cache[key]
-        return ids.to(device), mask.to(device)
-
-    def forward(self, class_names: Sequence[str]) -> torch.Tensor:
-        ids, mask = self.tokenize(class_names, self.embedding.weight.device)
-        tokens = self.embedding(ids)  # (N, L, width)
-        weights = mask.to(tokens.dtype).unsqueeze(-1)
-        pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1)
-        return F.normalize(self.projection(pooled), dim=-1)
-
-
-class VideoClassification(L.LightningModule):
+class VideoClassification(TokenTableTask):
     """Video encoder + text-label head (or a linear head), clip- and video-level metrics.
 
     Args:
-        tokenizer: tokenises the class names (its vocabulary sizes the shared table); saved in
-            checkpoints.
+        tokenizer, embedding, width, optimizer, scheduler, scheduler_interval: see
+            :class:`~mmembed.tasks.base.TokenTableTask` (the tokenizer tokenises the class
+            names).
         encoder: module mapping clips (B, 3, T, H, W) to embeddings (B, width).
-        embedding: ``SharedEmbedding`` factory called with ``num_embeddings`` (vocabulary size)
-            and ``out_features=width``.
-        width: the shared model width (encoder output = embedding projection).
         head: ``"text"``: scaled cosine similarity to the embedded class names (zero-shot
             capable); ``"linear"``: a linear layer over the classes.
         class_names: the classes in label order; None = the data module's ``class_names``,
             read in ``setup``. Saved in checkpoints.
         text_projection: a linear layer on the pooled label embedding (``head="text"``).
-        learn_temperature: learn the logit scale (initialised to ``1 / 0.07``, capped at 100).
+        learn_temperature: learn the logit scale (CLIP's: starts at ``1 / 0.07``, capped at 100).
         label_smoothing: of the cross-entropy.
-        optimizer, scheduler: Hydra partials; see :func:`mmembed.tasks.optim.configure_optimizers`.
         confusion_matrix_dir: where the video-level confusion-matrix PNGs go
             (``val_epoch_NNN.png`` every validation, ``test.png``); None = ``<run
             folder>/confusion_matrices`` (the trainer's ``default_root_dir``).
@@ -119,23 +68,15 @@ class VideoClassification(L.LightningModule):
         scheduler_interval: str = "step",
         confusion_matrix_dir: str | None = None,
     ):
-        super().__init__()
+        super().__init__(tokenizer, embedding, width, optimizer, scheduler, scheduler_interval)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        self.tokenizer = tokenizer
         self.encoder = encoder
-        self.width = width
         self.head = head
-        self.embedding = embedding(num_embeddings=tokenizer.vocab_size, out_features=width)
         self.label_encoder = LabelTextEncoder(tokenizer, self.embedding, text_projection)
-        self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(INITIAL_LOGIT_SCALE)), requires_grad=learn_temperature
-        )
+        self.cosine_head = ScaledCosineLogits(learnable=learn_temperature)
         self.linear_head: nn.Linear | None = None
         self.label_smoothing = label_smoothing
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
         self.confusion_matrix_dir = confusion_matrix_dir
         self.class_names: list[str] = []
         self.metrics = nn.ModuleDict()
@@ -185,10 +126,6 @@ class VideoClassification(L.LightningModule):
         """Unit-norm embeddings (N, width) of any class names, through the shared table."""
         return self.label_encoder(class_names)
 
-    def _text_logits(self, clip_embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
-        return scale * F.normalize(clip_embeddings, dim=-1) @ labels.t()
-
     def score_labels(self, videos: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
         """Zero-shot logits of clips against any list of class names, without retraining.
 
@@ -200,7 +137,7 @@ class VideoClassification(L.LightningModule):
             raise ValueError("score_labels needs head='text'; a linear head only knows its classes")
         leading = videos.shape[:-4]
         embeddings = self.encoder(videos.flatten(0, videos.dim() - 5))
-        logits = self._text_logits(embeddings, self.label_embeddings(class_names))
+        logits = self.cosine_head(embeddings, self.label_embeddings(class_names))
         return logits.reshape(*leading, -1)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
@@ -208,7 +145,7 @@ class VideoClassification(L.LightningModule):
         embeddings = self.encoder(clips)
         if self.head == "linear":
             return self.linear_head(embeddings)
-        return self._text_logits(embeddings, self.label_embeddings(self.class_names))
+        return self.cosine_head(embeddings, self.label_embeddings(self.class_names))
 
     # --- Lightning hooks ---------------------------------------------------------------------
 
@@ -220,7 +157,7 @@ class VideoClassification(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/top1", (logits.argmax(-1) == labels).float().mean(), batch_size=size)
         if self.head == "text":
-            self.log("train/logit_scale", self.logit_scale.exp(), batch_size=size)
+            self.log("train/logit_scale", self.cosine_head.scale, batch_size=size)
         return loss
 
     def _evaluate(self, batch: Sequence[torch.Tensor], split: str) -> None:
@@ -271,21 +208,9 @@ class VideoClassification(L.LightningModule):
             self.confusion_matrix_dir or Path(self.trainer.default_root_dir) / "confusion_matrices"
         )
 
-    def configure_optimizers(self):
-        return configure_optimizers(
-            self,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-            self.scheduler_interval,
-        )
-
-    def on_train_start(self) -> None:
-        extend_schedules_to_run_length(self.trainer)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Ids only mean something with their tokenizer, logits with their class list.
-        checkpoint["tokenizer"] = self.tokenizer.to_dict()
+        super().on_save_checkpoint(checkpoint)
+        # logits only mean something with their class list
         checkpoint["class_names"] = list(self.class_names)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
-"""The fused embedding-projection as registered torch ops: ``mmembed::embed_project`` and its
-backward ``mmembed::embed_project_backward``.
+"""The fused embedding-projection registered as torch ops, ``mmembed::embed_project`` and its
+backward ``mmembed::embed_project_backward``, with their autograd.
 
 Both are ``torch.library.triton_op``s: on CUDA tensors their bodies launch the Triton kernels
 through ``wrap_triton``, so ``torch.compile`` and AOTInductor see (and keep) the kernels; on other
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
-from mmembed import reference
-from mmembed.kernels import embedding_projection as kernels
+from mmembed.kernels import embed_project as kernels
+from mmembed.ops.embed_project import reference
 
 __all__ = ["embed_project", "embed_project_backward", "check_ids", "uses_kernels"]
 

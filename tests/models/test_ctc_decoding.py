@@ -2,7 +2,7 @@
 
 import torch
 
-from mmembed.tasks.speech_recognition import CTCBeamDecoder, ctc_greedy
+from mmembed.models.decoding import CTCBeamDecoder, ctc_greedy
 from mmembed.text import train_tokenizer
 
 

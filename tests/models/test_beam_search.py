@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from mmembed.models.beam_search import beam_search, greedy_search
+from mmembed.models.decoding import beam_search, greedy_search
 
 BOS, EOS, VOCAB = 0, 1, 6
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import make_pair, run_torch
-from mmembed import SharedEmbedding, reference
-from mmembed.kernels import embedding_projection as K
-from mmembed.ops import embed_project, uses_kernels
+from mmembed import SharedEmbedding
+from mmembed.kernels import embed_project as K
+from mmembed.ops.embed_project import embed_project, reference, uses_kernels
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {

@@ -1,7 +1,9 @@
 """Triton kernels for the fused embedding lookup + linear projection, ``y = E[ids] @ W.T + b``.
 
-Installed as ``mmembed.kernels.embedding_projection``. Each kernel here has a torch reference in
-:mod:`mmembed.reference` and is wired into autograd by :mod:`mmembed.ops` (Liger-Kernel's layout).
+Installed as ``mmembed.kernels.embed_project``. The rest of the op lives in
+``mmembed/ops/embed_project/`` (Liger-Kernel's layout): ``op.py`` registers these kernels as torch
+ops with their autograd, ``reference.py`` is the torch reference every kernel is tested against,
+``cost_model.py`` picks the strategy and ``onnx.py`` lowers the op for ONNX.
 
 Shapes: ``ids`` (N,) int32/int64, ``E`` (V, D) table, ``W`` (H, D) projection, ``b`` (H,).
 
@@ -14,6 +16,7 @@ while N stays a runtime argument, so a new batch size never triggers a recompila
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -241,11 +244,17 @@ def _projection_grad_kernel(
             tl.store(db_ptr + split.to(tl.int64) * H + offs_h, bias_acc, mask=h_mask)
 
 
-def _num_splits(n: int, tiles: int) -> int:
-    if interpreting():
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _num_splits(n: int, tiles: int, device: torch.device) -> int:
+    if interpreting() or device.type != "cuda":
         return 1
-    # Aim for a few waves of programs on ~132 SMs, each split keeping >= 256 rows of work.
-    want = max(1, (4 * 132) // max(tiles, 1))
+    # Aim for a few waves of programs on the device's SMs, each split keeping >= 256 rows.
+    sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+    want = max(1, (4 * sms) // max(tiles, 1))
     return max(1, min(want, n // 256, 64))
 
 
@@ -258,7 +267,7 @@ def projection_weight_grad(dy: torch.Tensor, ids: torch.Tensor, E: torch.Tensor,
     else:
         blk = Blocks(_pow2(H, 16, 64), _pow2(D, 16, 64), 64, 4, 3)
     tiles = triton.cdiv(H, blk.rows) * triton.cdiv(D, blk.cols)
-    splits = _num_splits(N, tiles)
+    splits = _num_splits(N, tiles, dy.device)
     rows_per_split = triton.cdiv(max(N, 1), splits)
     dw = torch.empty((splits, H, D), device=dy.device, dtype=torch.float32)
     db = torch.empty((splits, H), device=dy.device, dtype=torch.float32) if with_bias else None

@@ -152,7 +152,7 @@ def test_corpus_is_deterministic_and_ensure_reuses_it(tiny_corpus: Path, tmp_pat
 
 def test_generator_refuses_to_replace_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("precious")
-    with pytest.raises(FileExistsError, match="no corpus.json"):
+    with pytest.raises(FileExistsError, match="holds no corpus.json"):
         caption_corpus.ensure_caption_corpus(tmp_path, **TINY_SPEC)
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
@@ -272,7 +272,8 @@ def test_invalid_json_and_missing_keys_name_the_file(coco_dir: Path) -> None:
 
 def test_corrupt_image_is_skipped_with_warning_or_raises_when_strict(coco_dir: Path) -> None:
     (coco_dir / "images" / "2.png").write_bytes(b"not a png at all")
-    with pytest.warns(UnreadableImageWarning, match=r"skipped 1 unreadable image.*2\.png"):
+    skipped = r"(?s)skipped 1 of 3 images.*unreadable image.*2\.png"
+    with pytest.warns(UnreadableImageWarning, match=skipped):
         records = load_coco_captions(coco_dir / "train.json", coco_dir / "images")
     assert [r.image_id for r in records] == [1, 3]
     with pytest.raises(UnreadableImageError, match=r"image id 2.*2\.png"):
@@ -316,10 +317,15 @@ def test_dataset_modes_and_collate_shapes(coco_dir: Path) -> None:
     assert "input_ids" not in collate_captions(samples)
 
 
+def test_corpus_step_leaves_someone_elses_coco_folder_alone(coco_dir: Path) -> None:
+    before = sorted(p.name for p in coco_dir.iterdir())
+    with pytest.raises(FileExistsError, match="refusing to replace.*corpus=none"):
+        caption_corpus.ensure_caption_corpus(coco_dir, max_emoji=4)
+    assert sorted(p.name for p in coco_dir.iterdir()) == before
+
+
 def test_datamodule_loaders(coco_dir: Path) -> None:
-    module = CocoCaptionDataModule(coco_dir, batch_size=4, image_size=16, generate_if_missing=True)
-    module.prepare_data()  # a folder of someone else's COCO files is left alone
-    assert not (coco_dir / "corpus.json").exists()
+    module = CocoCaptionDataModule(coco_dir, batch_size=4, image_size=16)
     assert module.training_texts()[:3] == ["A red square.", "red block", "a square that is red"]
     with pytest.raises(RuntimeError, match="set_tokenizer"):
         module.train_dataloader()
@@ -336,15 +342,10 @@ def test_datamodule_loaders(coco_dir: Path) -> None:
 
 
 def test_datamodule_uses_generated_corpus(tiny_corpus: Path) -> None:
-    module = CocoCaptionDataModule(
-        tiny_corpus,
-        batch_size=3,
-        image_size=16,
-        generate_if_missing=True,
-        corpus={"seed": 3, "max_emoji": 12},
-    )
+    module = CocoCaptionDataModule(tiny_corpus, batch_size=3, image_size=16)
     stamp = (tiny_corpus / "corpus.json").stat().st_mtime_ns
-    module.prepare_data()  # same spec: reused, not rebuilt
+    # same spec: reused, not rebuilt
+    caption_corpus.ensure_caption_corpus(tiny_corpus, seed=3, max_emoji=12, image_size=16)
     assert (tiny_corpus / "corpus.json").stat().st_mtime_ns == stamp
     train = _load_split(tiny_corpus, "train")
     assert module.training_texts() == [a["caption"] for a in train["annotations"]]

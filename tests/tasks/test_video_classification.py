@@ -15,9 +15,9 @@ from torch import nn
 from mmembed import SharedEmbedding
 from mmembed.datagen import video as videogen
 from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
+from mmembed.models.backbone import CheckpointMismatchError
 from mmembed.models.video import (
     VIDEO_BACKBONES,
-    CheckpointMismatchError,
     FrameDifferences,
     build_video_encoder,
 )
@@ -25,7 +25,7 @@ from mmembed.tasks.video_classification import VideoClassification
 from mmembed.text import train_tokenizer
 from mmembed.train import run, validate_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 CLASSES = ["moving left", "moving right", "growing"]
 # A model small enough for seconds-long CPU runs; same code paths as the default.
 TINY_VIDEO = [
@@ -38,7 +38,7 @@ TINY_VIDEO = [
     "data.batch_size=4",
     "data.eval_batch_size=4",
     "data.num_workers=0",
-    "data.generate_if_missing=false",
+    "corpus=none",
 ]
 # Input each backbone accepts cheaply (s3d's strides need at least 8 frames of 32x32).
 TINY_CLIP = {"s3d": (1, 3, 8, 32, 32)}
@@ -79,8 +79,9 @@ def test_video_experiment_composes(compose_train):
     assert cfg.task._target_.endswith("VideoClassification")
     assert cfg.task.encoder.name == "video_small"
     assert cfg.monitor.metric == "val/video_top1" and cfg.monitor.mode == "max"
-    assert cfg.data.generate_if_missing
     assert cfg.data.data_dir.endswith("/data/generated/video")
+    assert cfg.corpus._target_.endswith("ensure_video_corpus")
+    assert cfg.corpus.out_dir == cfg.data.data_dir
     assert cfg.tokenizer.kind == "char"
 
 
@@ -129,7 +130,7 @@ def test_small_encoder_exports(block):
 
 
 def test_missing_checkpoint_fails_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="video encoder checkpoint .*nope.pth.* never"):
+    with pytest.raises(FileNotFoundError, match="backbone checkpoint .*nope.pth.* never"):
         build_video_encoder("mc3_18", 8, checkpoint=tmp_path / "nope.pth")
 
 
@@ -300,8 +301,8 @@ def test_overfit_memorises_a_few_videos(compose_train, corpus, tmp_path):
             "data.frame_stride=1",
             "data.num_eval_clips=1",
             "task.encoder.channels=[16,32]",
-            "task.optimizer.lr=0.01",
-            "task.optimizer.weight_decay=0.0",
+            "optimizer.lr=0.01",
+            "optimizer.weight_decay=0.0",
             "trainer.max_epochs=40",
             "trainer.max_time=null",
             "trainer.check_val_every_n_epoch=40",

@@ -50,7 +50,7 @@ def write_csv(path, rows):
 def test_corpus_layout(corpus):
     assert (corpus / "classes.txt").read_text().splitlines() == CLASSES
     info = videogen.read_corpus_info(corpus)
-    assert info["counts"] == {"train": 3, "validation": 3, "test": 3}
+    assert info["counts"] == {split: {"videos": 3} for split in ("train", "validation", "test")}
     for split in videogen.SPLITS:
         entries = read_video_csv(corpus / f"{split}.csv")
         assert sorted(e.label for e in entries) == sorted(CLASSES)  # one video per class each
@@ -187,7 +187,7 @@ def test_folder_layout_reads_class_names_from_folders(corpus, tmp_path):
     assert data.class_names == sorted(CLASSES)
     entries = scan_class_folders(tmp_path / "train")
     assert len(entries) == 9 and all(e.path.suffix == ".mp4" for e in entries)
-    dataset = data._dataset("train")
+    dataset = data.dataset("train")
     assert [data.class_names[v.label] for v in dataset.videos] == [e.label for e in entries]
 
 
@@ -320,19 +320,13 @@ def test_datamodule_batches(corpus):
     assert sorted(torch.cat([b[1] for b in batches]).tolist()) == [0, 1, 2]
 
 
-def test_datamodule_generates_the_default_corpus_when_missing(tmp_path):
+def test_corpus_step_builds_once_then_the_datamodule_reads_it(tmp_path, monkeypatch):
     spec = dict(classes=CLASSES[:2], videos_per_class=3, num_frames=4, size=16)
-    data = VideoDataModule(
-        tmp_path / "generated",
-        frames_per_clip=4,
-        frame_stride=1,
-        num_eval_clips=3,
-        size=16,
-        generate_if_missing=True,
-        corpus=spec,
-    )
-    assert data.class_names == CLASSES[:2]  # reading class names triggers the build
-    data.prepare_data()  # already there: no rebuild, no error
+    out = videogen.ensure_video_corpus(tmp_path / "generated", **spec)
+    monkeypatch.setattr(videogen, "build_video_corpus", None)  # a rebuild would fail
+    assert videogen.ensure_video_corpus(out, **spec) == out  # same spec: reused
+    data = VideoDataModule(out, frames_per_clip=4, frame_stride=1, num_eval_clips=3, size=16)
+    assert data.class_names == CLASSES[:2]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.setup("test")

@@ -17,9 +17,9 @@ from mmembed.data.image_transforms import eval_transform
 from mmembed.datagen.captions import build_caption_corpus
 from mmembed.datagen.emoji_catalog import find_emoji_font
 from mmembed.metrics.captioning import caption_scores
+from mmembed.models.backbone import CheckpointMismatchError
 from mmembed.models.image import (
     BACKBONES,
-    CheckpointMismatchError,
     _vit_position_adapter,
     build_image_encoder,
 )
@@ -43,7 +43,7 @@ TINY_CAPTIONER = [
     "data.image_size=32",
     "data.batch_size=8",
     "data.num_workers=0",
-    "data.generate_if_missing=false",
+    "corpus=none",
 ]
 
 
@@ -266,7 +266,9 @@ def test_decoding_options_are_checked_and_tokenizer_is_checkpointed() -> None:
     with pytest.raises(ValueError, match="unknown decoding option.*'beam_width'"):
         _tiny_task(tokenizer, decoding={"beam_width": 3})
     task = _tiny_task(tokenizer, decoding={"val_beam_size": None, "beam_size": 5})
-    assert task.decoding["val_beam_size"] == 5
+    assert task.decoding.validation_beam_size == 5
+    with pytest.raises(ValueError, match="beam_size must be at least 1"):
+        _tiny_task(tokenizer, decoding={"beam_size": 0})
     checkpoint: dict = {}
     task.on_save_checkpoint(checkpoint)
     restored = load_tokenizer_dict(checkpoint["tokenizer"])
@@ -283,7 +285,9 @@ def test_caption_experiment_composes(compose_train) -> None:
     assert cfg.task.encoder.out_dim == cfg.task.width
     assert cfg.monitor.metric == "val/cider_d" and cfg.monitor.mode == "max"
     assert cfg.tokenizer.kind == "bpe"
-    assert cfg.data.data_dir.endswith("generated/captions") and cfg.data.generate_if_missing
+    assert cfg.data.data_dir.endswith("generated/captions")
+    assert cfg.corpus._target_.endswith("ensure_caption_corpus")
+    assert cfg.corpus.image_size == cfg.data.image_size
 
 
 @pytest.mark.parametrize("encoder", ["small_cnn", "resnet18", "resnet34", "resnet50",

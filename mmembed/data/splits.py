@@ -1,0 +1,3 @@
+"""The split names every data set and corpus in mmembed uses."""
+
+SPLITS = ("train", "validation", "test")

@@ -1,0 +1,95 @@
+"""What every task over the shared token table does, in one place: it owns the tokenizer and
+the :class:`~mmembed.SharedEmbedding` sized by its vocabulary, builds the optimizer and schedule
+from config partials, saves its plain hyper-parameters and keeps the tokenizer in checkpoints.
+Tasks subclass it (a LightningModule) and add their model parts and steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+from mmembed.embedding import SharedEmbedding
+from mmembed.tasks.optim import configure_optimizers, extend_schedules_to_run_length
+from mmembed.text.tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+# Constructor arguments that are objects, not settings: left out of ``hparams`` (and so out of
+# checkpoints, which must load with ``weights_only=True``).
+_OBJECT_ARGUMENTS = ("tokenizer", "encoder", "embedding", "decoder", "optimizer", "scheduler")
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3)
+
+
+class TokenTableTask(L.LightningModule):
+    """Base of the mmembed tasks.
+
+    Args:
+        tokenizer: text tokenizer; its vocabulary sizes the shared table, and it is saved in
+            every checkpoint (ids only mean something with their tokenizer).
+        embedding: ``SharedEmbedding`` factory, called with ``num_embeddings`` (the vocabulary
+            size) and ``out_features=width``.
+        width: the shared model width (encoder output = embedding projection = decoder width).
+        optimizer: partial taking the trainable parameters (``conf/optimizer/``); default AdamW
+            at lr 1e-3.
+        scheduler: partial taking the optimizer (and ``total_steps`` when it has that argument:
+            the trainer's estimate is passed); ``None`` = constant learning rate
+            (``conf/scheduler/``).
+        scheduler_interval: ``"step"`` or ``"epoch"``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        embedding: Callable[..., SharedEmbedding],
+        width: int,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
+    ):
+        super().__init__()
+        # Collects the subclass's constructor arguments too (Lightning walks the init frames).
+        self.save_hyperparameters(ignore=list(_OBJECT_ARGUMENTS), logger=False)
+        for name, value in self.hparams.items():
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                self.hparams[name] = dataclasses.asdict(value)
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(
+                f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}"
+            )
+        self.tokenizer = tokenizer
+        self.width = width
+        self.embedding = embedding(num_embeddings=tokenizer.vocab_size, out_features=width)
+        self.optimizer_factory = optimizer or default_optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+
+    def configure_optimizers(self):
+        return configure_optimizers(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.trainer.estimated_stepping_batches,
+            self.scheduler_interval,
+        )
+
+    def on_train_start(self) -> None:
+        extend_schedules_to_run_length(self.trainer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tokenizer"] = self.tokenizer.to_dict()
+
+
+def log_examples(
+    split: str, epoch: int, references: Sequence[str], hypotheses: Sequence[str], count: int
+) -> None:
+    """Write the first ``count`` reference/hypothesis pairs to the run log."""
+    for reference, hypothesis in list(zip(references, hypotheses, strict=True))[:count]:
+        log.info("[%s epoch %d]\n  ref: %s\n  hyp: %s", split, epoch, reference, hypothesis)
