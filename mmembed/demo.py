@@ -1,5 +1,5 @@
-"""The layer demo (the main job until the training app lands): real GloVe vectors through a
-SharedEmbedding, nearest neighbours and PCA/t-SNE plots.
+"""The layer demo (``make demo``): real GloVe vectors through a SharedEmbedding, nearest
+neighbours and PCA/t-SNE plots.
 
     mmembed-demo --out outputs/demo
 """

@@ -32,7 +32,7 @@ __all__ = [
     "load_word_vectors",
 ]
 
-logger = logging.getLogger("mmembed.pretrained")
+log = logging.getLogger(__name__)
 
 VectorFormat = Literal["auto", "glove", "word2vec", "word2vec_binary"]
 _FORMATS = ("auto", "glove", "word2vec", "word2vec_binary")
@@ -369,7 +369,7 @@ def _assemble(
         noise = torch.randn(len(missing_rows), dim, generator=gen, dtype=work)
         weight[torch.from_numpy(missing_rows)] = noise * std
     missing = [tokens[i] for i in missing_rows]
-    logger.info(
+    log.info(
         "%d/%d vocabulary tokens found in %s; %d initialised randomly",
         found,
         len(tokens),

@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mmembed.data.skips import summarize as summarize_skips
 from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.warning("no best checkpoint was saved; testing the current weights")
         trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
-    _report(metrics, best, output_dir)
+    _report(metrics, best, output_dir, summarize_skips(getattr(datamodule, "skipped", {})))
     return metrics
 
 
@@ -186,9 +187,14 @@ def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
 
 
 @rank_zero_only
-def _report(metrics: dict[str, float], best: str | None, output_dir: Path) -> None:
+def _report(
+    metrics: dict[str, float], best: str | None, output_dir: Path, skipped: list[str]
+) -> None:
     lines = ["", "=" * 60, "final metrics:"]
     lines += [f"  {name:<24} {value:.4f}" for name, value in sorted(metrics.items())]
+    if skipped:
+        lines += ["items left out of the data (see the warnings above for each one):"]
+        lines += [f"  {line}" for line in skipped]
     lines += [
         f"best checkpoint: {best or '(none saved)'}",
         f"run folder (logs, tokenizer, plots): {output_dir}",

@@ -17,7 +17,7 @@ import torch
 
 __all__ = ["plot_embedding_projections"]
 
-logger = logging.getLogger("mmembed.visualize")
+log = logging.getLogger(__name__)
 
 METHODS = ("pca", "tsne")
 _DEFAULT_PERPLEXITY = 30.0
@@ -93,7 +93,7 @@ def _effective_perplexity(perplexity: float | None, points: int) -> float:
         raise ValueError(f"perplexity must be a positive number, got {perplexity!r}")
     effective = min(requested, max(1.0, (points - 1) / 3))
     if effective != requested:
-        logger.info(
+        log.info(
             "t-SNE perplexity %.3g clamped to %.3g for %d points", requested, effective, points
         )
     return effective

@@ -5,9 +5,10 @@
     python scripts/bench_embedding.py --shapes anchors --dtypes bf16 --markdown docs/run.md
 
 Per case it prints mmembed ms, eager ms, compile ms, mmembed/eager (below 1 is faster) and, on a
-GPU, mmembed/roofline. The roofline follows ../shared/notes/anchors.md: forward limit =
-max(2*N*D*H / peak, bytes / bandwidth) with bytes = N*D + D*H + N*H elements + 8*N;
-forward+backward limit = 3x the forward limit.
+GPU, mmembed/roofline: the limits of the op's cost model
+(``mmembed.ops.embed_project.cost_model.roofline_ms``, per device; forward limit =
+max(2*N*D*H / peak, bytes / bandwidth), forward+backward limit = 3x that). Results with device
+and date: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mmembed import SharedEmbedding
+from mmembed.ops.embed_project import cost_model
 
 ANCHOR_SHAPES = {  # (V, D, H, N)
     "chars-asr": (128, 512, 512, 65536),
@@ -37,13 +39,6 @@ CPU_SHAPES = {
     "cpu-wide": (2000, 128, 512, 8192),
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# Dense peak FLOP/s by dtype, and copy bandwidth (bytes/s), for the roofline.
-GPU_PEAKS = {
-    "H100": ({"bf16": 790e12, "fp16": 790e12, "fp32": 60e12}, 3.0e12),
-    "H200": ({"bf16": 790e12, "fp16": 790e12, "fp32": 60e12}, 4.0e12),
-}
-
-
 @dataclass
 class Case:
     name: str
@@ -55,15 +50,8 @@ class Case:
 
 
 def roofline_ms(shape, dtype: str, mode: str, device_name: str) -> float | None:
-    peaks = next((v for k, v in GPU_PEAKS.items() if k in device_name), None)
-    if peaks is None:
-        return None
-    flops_peak, bandwidth = peaks
-    V, D, H, N = shape
-    item = DTYPES[dtype].itemsize
-    moved = item * (N * D + D * H + N * H) + 8 * N
-    fwd = max(2 * N * D * H / flops_peak[dtype], moved / bandwidth) * 1e3
-    return fwd if mode == "fwd" else 3 * fwd
+    spec = cost_model.device_spec(device_name)
+    return None if spec is None else cost_model.roofline_ms(shape, dtype, mode, spec)
 
 
 def time_ms(fns: dict, device: str, reps: int) -> dict[str, float]:

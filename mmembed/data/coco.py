@@ -45,7 +45,7 @@ __all__ = [
     "load_coco_captions",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 
@@ -112,7 +112,7 @@ def load_coco_captions(
     captions = _parse_annotations(data["annotations"], set(file_names), annotation_file)
     uncaptioned = len(file_names) - len(captions)
     if uncaptioned:
-        logger.info(
+        log.info(
             "%s: %d image(s) have no caption and are left out", annotation_file, uncaptioned
         )
     records = [
@@ -406,16 +406,16 @@ class CocoCaptionDataModule(TaskDataModule):
         self._test_split_names = ["test", *extra_test_files]
         self.images_dir = self.data_dir / images_dir
         self.image_size = image_size
-        normalise = dict(mean=tuple(mean), std=tuple(std))
+        normalization = dict(mean=tuple(mean), std=tuple(std))
         if eval_transform is None:
-            eval_transform = default_eval_transform(image_size, **normalise)
+            eval_transform = default_eval_transform(image_size, **normalization)
         if train_transform is None:
             train_transform = (
-                default_train_transform(image_size, **normalise) if augment else eval_transform
+                default_train_transform(image_size, **normalization) if augment else eval_transform
             )
         self.eval_transform = eval_transform
         self.train_transform = train_transform
-        self.image_normalization = normalise
+        self.image_normalization = normalization
         self.max_caption_length = max_caption_length
         self.verify_images = verify_images
         self._records: dict[str, list[CaptionedImage]] = {}

@@ -73,7 +73,7 @@ _LICENSES = [
 ]
 
 
-def _normalised_spec(**spec: Any) -> dict[str, Any]:
+def _normalized_spec(**spec: Any) -> dict[str, Any]:
     unknown = set(spec) - set(DEFAULT_SPEC)
     if unknown:
         raise TypeError(f"unknown caption corpus option(s): {sorted(unknown)}")
@@ -139,7 +139,7 @@ def build_caption_corpus(
     the same arguments and installed data. It is written to a temporary sibling folder and
     renamed into place at the end, so an interrupted run leaves no half-written corpus.
     """
-    spec = _normalised_spec(
+    spec = _normalized_spec(
         seed=seed,
         image_size=image_size,
         unseen_fraction=unseen_fraction,
@@ -350,7 +350,7 @@ def read_corpus_info(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def ensure_caption_corpus(out_dir: str | os.PathLike, **spec: Any) -> Path:
     """Build the corpus unless ``out_dir`` already holds a complete one with the same spec."""
-    wanted = _normalised_spec(**spec)
+    wanted = _normalized_spec(**spec)
     info = read_corpus_info(out_dir) or {}
     files = [f"{split}.json" for split, n in info.get("counts", {}).items() if n["images"]]
     if corpus_folder.is_current(out_dir, __name__, wanted, files):

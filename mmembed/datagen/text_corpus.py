@@ -58,7 +58,7 @@ def _examples_in_data_file(path: Path) -> list[str]:
     return examples
 
 
-def normalise_sentence(text: str) -> str | None:
+def normalize_sentence(text: str) -> str | None:
     """The transcript of `text` (lowercase a-z, apostrophe, single spaces), or None if a
     synthesiser would have to guess how to say it."""
     text = text.strip()
@@ -100,7 +100,7 @@ def sentence_pool(
     learned from a few thousand utterances, so test sentences stay unseen as sentences but are
     made of words a model can have heard.
     """
-    normalised = {normalise_sentence(example) for example in wordnet_examples(wordnet_dir)}
+    normalised = {normalize_sentence(example) for example in wordnet_examples(wordnet_dir)}
     sentences = sorted(sentence for sentence in normalised if sentence)
     word_counts = Counter(word for sentence in sentences for word in sentence.split())
     return tuple(

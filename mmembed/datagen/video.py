@@ -320,7 +320,7 @@ def _render_one(job: tuple) -> None:
     write_mp4(path, frames, spec["fps"], spec["crf"])
 
 
-def _normalised_spec(**spec: Any) -> dict[str, Any]:
+def _normalized_spec(**spec: Any) -> dict[str, Any]:
     unknown = set(spec) - set(DEFAULT_SPEC) - {"classes"}
     if unknown:
         raise TypeError(f"unknown video corpus option(s): {sorted(unknown)}")
@@ -360,7 +360,7 @@ def build_video_corpus(
     written to a temporary sibling folder and renamed into place at the end, so an interrupted
     run never leaves a half-written corpus behind.
     """
-    spec = _normalised_spec(
+    spec = _normalized_spec(
         seed=seed,
         videos_per_class=videos_per_class,
         num_frames=num_frames,
@@ -422,7 +422,7 @@ def read_corpus_info(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def ensure_video_corpus(out_dir: str | os.PathLike, **spec: Any) -> Path:
     """Build the corpus unless ``out_dir`` already holds one made with the same spec."""
-    wanted = _normalised_spec(**{k: v for k, v in spec.items() if k != "workers"})
+    wanted = _normalized_spec(**{k: v for k, v in spec.items() if k != "workers"})
     if corpus_folder.is_current(out_dir, __name__, wanted):
         return Path(out_dir)
     return build_video_corpus(out_dir, **spec)

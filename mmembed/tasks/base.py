@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import lightning as L
 import torch
@@ -22,6 +22,17 @@ log = logging.getLogger(__name__)
 # Constructor arguments that are objects, not settings: left out of ``hparams`` (and so out of
 # checkpoints, which must load with ``weights_only=True``).
 _OBJECT_ARGUMENTS = ("tokenizer", "encoder", "embedding", "decoder", "optimizer", "scheduler")
+
+
+class TokenTableArgs(TypedDict, total=False):
+    """The constructor arguments every task takes (keywords; see :class:`TokenTableTask`)."""
+
+    tokenizer: Required[Tokenizer]
+    embedding: Required[Callable[..., SharedEmbedding]]
+    width: Required[int]
+    optimizer: Callable[..., torch.optim.Optimizer] | None
+    scheduler: Callable[..., Any] | None
+    scheduler_interval: str
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:

@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,7 @@ from mmembed.metrics.captioning import CaptionMetrics, save_caption_grid
 from mmembed.models.decoding import CaptionDecoding, Hypothesis, beam_search
 from mmembed.models.decoding.options import as_options
 from mmembed.models.text_decoder import TransformerTextDecoder
-from mmembed.tasks.base import TokenTableTask, log_examples
-from mmembed.text.tokenizers import Tokenizer
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, log_examples
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,8 @@ class ImageCaptioning(TokenTableTask):
     """Encoder-decoder captioner over the shared token table.
 
     Args:
-        tokenizer, embedding, width, optimizer, scheduler, scheduler_interval: see
-            :class:`~mmembed.tasks.base.TokenTableTask`.
+        shared: ``tokenizer``, ``embedding``, ``width``, ``optimizer``, ``scheduler``,
+            ``scheduler_interval`` (keywords): see :class:`~mmembed.tasks.base.TokenTableTask`.
         encoder: module mapping images (B, 3, H, W) to region features (B, N, width), e.g.
             :func:`mmembed.models.image.build_image_encoder`.
         decoder: ``TransformerTextDecoder`` factory called with the embedding.
@@ -51,23 +50,18 @@ class ImageCaptioning(TokenTableTask):
 
     def __init__(
         self,
-        tokenizer: Tokenizer,
         encoder: nn.Module,
-        embedding: Callable[..., SharedEmbedding],
         decoder: Callable[[SharedEmbedding], TransformerTextDecoder],
-        width: int,
         label_smoothing: float = 0.1,
         decoding: CaptionDecoding | dict[str, Any] | None = None,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
-        scheduler_interval: str = "step",
         num_logged_examples: int = 3,
         grid_images: int = 16,
         grid_dir: str | None = None,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
+        **shared: Unpack[TokenTableArgs],
     ):
-        super().__init__(tokenizer, embedding, width, optimizer, scheduler, scheduler_interval)
+        super().__init__(**shared)
         self.encoder = encoder
         self.decoder = decoder(self.embedding)
         self.label_smoothing = label_smoothing

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,7 @@ from mmembed.models.decoding import CTCBeamDecoder, SpeechDecoding, beam_search,
 from mmembed.models.decoding.options import as_options
 from mmembed.models.heads import TiedLogits
 from mmembed.models.text_decoder import TransformerTextDecoder
-from mmembed.tasks.base import TokenTableTask, log_examples
-from mmembed.text.tokenizers import Tokenizer
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, log_examples
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +30,8 @@ class SpeechRecognition(TokenTableTask):
     """CTC (``ctc_weight=1``) or joint CTC/attention speech recogniser.
 
     Args:
-        tokenizer, embedding, width, optimizer, scheduler, scheduler_interval: see
-            :class:`~mmembed.tasks.base.TokenTableTask`.
+        shared: ``tokenizer``, ``embedding``, ``width``, ``optimizer``, ``scheduler``,
+            ``scheduler_interval`` (keywords): see :class:`~mmembed.tasks.base.TokenTableTask`.
         encoder: module mapping ``(waveforms, lengths)`` to ``(frames (B, T, width), lengths)``.
         decoder: ``TransformerTextDecoder`` factory called with the embedding; required when
             ``ctc_weight < 1`` or decoding with ``"attention"``.
@@ -46,21 +45,16 @@ class SpeechRecognition(TokenTableTask):
 
     def __init__(
         self,
-        tokenizer: Tokenizer,
         encoder: nn.Module,
-        embedding: Callable[..., SharedEmbedding],
-        width: int,
         decoder: Callable[[SharedEmbedding], TransformerTextDecoder] | None = None,
         logit_scale: float | None = None,
         ctc_weight: float = 1.0,
         label_smoothing: float = 0.1,
         decoding: SpeechDecoding | dict[str, Any] | None = None,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
-        scheduler_interval: str = "step",
         num_logged_examples: int = 3,
+        **shared: Unpack[TokenTableArgs],
     ):
-        super().__init__(tokenizer, embedding, width, optimizer, scheduler, scheduler_interval)
+        super().__init__(**shared)
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
         self.encoder = encoder

@@ -11,21 +11,19 @@ classifier (a baseline; no zero-shot).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mmembed.embedding import SharedEmbedding
 from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
 from mmembed.models.heads import ScaledCosineLogits
 from mmembed.models.text_encoder import LabelTextEncoder
-from mmembed.tasks.base import TokenTableTask
-from mmembed.text.tokenizers import Tokenizer
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +34,9 @@ class VideoClassification(TokenTableTask):
     """Video encoder + text-label head (or a linear head), clip- and video-level metrics.
 
     Args:
-        tokenizer, embedding, width, optimizer, scheduler, scheduler_interval: see
-            :class:`~mmembed.tasks.base.TokenTableTask` (the tokenizer tokenises the class
-            names).
+        shared: ``tokenizer`` (it tokenises the class names), ``embedding``, ``width``,
+            ``optimizer``, ``scheduler``, ``scheduler_interval`` (keywords): see
+            :class:`~mmembed.tasks.base.TokenTableTask`.
         encoder: module mapping clips (B, 3, T, H, W) to embeddings (B, width).
         head: ``"text"``: scaled cosine similarity to the embedded class names (zero-shot
             capable); ``"linear"``: a linear layer over the classes.
@@ -54,26 +52,21 @@ class VideoClassification(TokenTableTask):
 
     def __init__(
         self,
-        tokenizer: Tokenizer,
         encoder: nn.Module,
-        embedding: Callable[..., SharedEmbedding],
-        width: int,
         head: str = "text",
         class_names: Sequence[str] | None = None,
         text_projection: bool = True,
         learn_temperature: bool = True,
         label_smoothing: float = 0.0,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
-        scheduler_interval: str = "step",
         confusion_matrix_dir: str | None = None,
+        **shared: Unpack[TokenTableArgs],
     ):
-        super().__init__(tokenizer, embedding, width, optimizer, scheduler, scheduler_interval)
+        super().__init__(**shared)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.encoder = encoder
         self.head = head
-        self.label_encoder = LabelTextEncoder(tokenizer, self.embedding, text_projection)
+        self.label_encoder = LabelTextEncoder(self.tokenizer, self.embedding, text_projection)
         self.cosine_head = ScaledCosineLogits(learnable=learn_temperature)
         self.linear_head: nn.Linear | None = None
         self.label_smoothing = label_smoothing

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import warnings
@@ -22,6 +21,7 @@ from mmembed.data.coco import (
     load_coco_captions,
 )
 from mmembed.datagen import captions as caption_corpus
+from mmembed.datagen import cli
 from mmembed.datagen.emoji_catalog import _cldr_phrase, emoji_catalog, find_emoji_font
 from mmembed.metrics.captioning import (
     METRIC_NAMES,
@@ -127,7 +127,9 @@ def test_no_unseen_split_when_its_fraction_is_zero(tmp_path: Path) -> None:
     assert (corpus / "corpus.json").stat().st_mtime_ns == stamp
 
 
-def test_corpus_is_deterministic_and_ensure_reuses_it(tiny_corpus: Path, tmp_path: Path) -> None:
+def test_corpus_is_deterministic_and_ensure_reuses_it(
+    tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
     again = caption_corpus.ensure_caption_corpus(tmp_path / "again", **TINY_SPEC)
     for split in SPLITS:
         assert _load_split(again, split) == _load_split(tiny_corpus, split)
@@ -136,18 +138,18 @@ def test_corpus_is_deterministic_and_ensure_reuses_it(tiny_corpus: Path, tmp_pat
 
     # Same spec: nothing is rebuilt (also through the CLI entry point).
     stamp = (again / "corpus.json").stat().st_mtime_ns
-    parser = argparse.ArgumentParser()
-    caption_corpus.add_arguments(parser)
-    args = parser.parse_args(
-        ["--out", str(again), "--seed", "3", "--image-size", "16", "--max-emoji", "12"]
-    )
-    assert caption_corpus.run(args) == again
+    cli.main(["captions", "--out", str(again), "--seed", "3", "--image-size", "16"]
+             + ["--max-emoji", "12"])  # fmt: skip
     assert (again / "corpus.json").stat().st_mtime_ns == stamp
+    printed = capsys.readouterr().out
+    counts = caption_corpus.read_corpus_info(again)["counts"]
+    for split, figures in counts.items():
+        assert f"{split}: {figures['images']} images, {figures['captions']} captions" in printed
 
     # Another seed: rebuilt, with other renderings.
     caption_corpus.ensure_caption_corpus(again, **{**TINY_SPEC, "seed": 4})
     assert caption_corpus.read_corpus_info(again)["spec"]["seed"] == 4
-    assert not list(again.parent.glob(".again.tmp-*"))
+    assert not list(again.parent.glob(".again.*"))
 
 
 def test_generator_refuses_to_replace_foreign_folder(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_corpus_layout(corpus):
         assert sorted(e.label for e in entries) == sorted(CLASSES)  # one video per class each
         assert all(e.path.is_relative_to(corpus / "videos") for e in entries)
     assert len(list(corpus.glob("videos/*/*.mp4"))) == 9
-    assert not list(corpus.parent.glob(".*tmp*"))  # the staging folder is gone
+    assert not list(corpus.parent.glob(f".{corpus.name}.*"))  # no staging folder left
 
 
 def test_generation_is_deterministic(tmp_path):
@@ -93,16 +93,17 @@ def test_ensure_reuses_rebuilds_and_protects(tmp_path):
     assert (foreign / "notes.txt").exists()
 
 
-def test_cli_builds_the_corpus(tmp_path):
-    from mmembed.datagen.cli import build_parser
+def test_cli_builds_the_corpus_and_reports_its_counts(tmp_path, capsys):
+    from mmembed.datagen import cli
 
-    args = build_parser().parse_args(
-        ["video", "--out", str(tmp_path / "cli"), "--videos-per-class", "1", "--num-frames", "2"]
-        + ["--size", "16"]
-    )
-    out = videogen.run(args)
-    assert out == tmp_path / "cli"
-    assert len(list(out.rglob("*.mp4"))) == len(videogen.CLASS_NAMES)
+    out = tmp_path / "cli"
+    cli.main(["video", "--out", str(out), "--videos-per-class", "3", "--num-frames", "2"]
+             + ["--size", "16"])  # fmt: skip
+    assert len(list(out.rglob("*.mp4"))) == 3 * len(videogen.CLASS_NAMES)
+    printed = capsys.readouterr().out
+    assert str(out.resolve()) in printed
+    for split in ("train", "validation", "test"):
+        assert f"{split}: {len(videogen.CLASS_NAMES)} videos" in printed
     assert videogen.__doc__.strip().count("\n") == 0
 
 

@@ -11,7 +11,7 @@ import soundfile as sf
 from mmembed.datagen import cli, speech
 from mmembed.datagen.text_corpus import (
     WORDNET_DIR,
-    normalise_sentence,
+    normalize_sentence,
     sentence_pool,
     wordnet_examples,
 )
@@ -45,8 +45,8 @@ TRANSCRIPT = re.compile(r"[a-z']+( [a-z']+)*")
         ("hmm that is odd", None),  # no vowel
     ],
 )
-def test_normalise_sentence(raw, expected):
-    assert normalise_sentence(raw) == expected
+def test_normalize_sentence(raw, expected):
+    assert normalize_sentence(raw) == expected
 
 
 @needs_wordnet

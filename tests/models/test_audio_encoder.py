@@ -26,7 +26,10 @@ def small_task():
     tokenizer = train_tokenizer(["hello world"], "char")
     encoder = build_audio_encoder(out_dim=32, **SMALL)
     return SpeechRecognition(
-        tokenizer, encoder, functools.partial(SharedEmbedding, embedding_dim=16), width=32
+        encoder,
+        tokenizer=tokenizer,
+        embedding=functools.partial(SharedEmbedding, embedding_dim=16),
+        width=32,
     ).eval()
 
 

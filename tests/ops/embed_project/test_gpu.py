@@ -1,7 +1,7 @@
 """CUDA-only checks of the Triton path at realistic sizes: `pytest -m gpu` on a GPU machine.
 
 CI has no GPU and deselects these (`-m "not gpu"`); they fail, not skip, without CUDA. The
-interpreter-sized versions of the same comparisons run everywhere in test_triton_kernels.py
+interpreter-sized versions of the same comparisons run everywhere in test_kernels.py
 (which also runs its cases on CUDA when one is present).
 """
 
