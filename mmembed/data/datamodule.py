@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmembed.data.sampling import training_sampler
 from mmembed.data.skips import SkippedItem
@@ -84,6 +84,11 @@ class TaskDataModule(L.LightningDataModule):
         """How a list of items becomes a batch (None: torch's default collate)."""
         return None
 
+    def train_sampler(self, dataset: Dataset) -> Sampler | None:
+        """The training sampler: a shuffling ``DistributedSampler`` under DDP, else None (a
+        plain shuffle). A sampler returned here must shard across ranks itself."""
+        return training_sampler(dataset, self.seed)
+
     # --- the contract ----------------------------------------------------------------------
 
     @property
@@ -118,7 +123,7 @@ class TaskDataModule(L.LightningDataModule):
         """Training: shuffled (sharded under DDP); evaluation: in order, unsharded."""
         train = split == "train"
         dataset = self.dataset(split)
-        sampler = training_sampler(dataset, self.seed) if train else None
+        sampler = self.train_sampler(dataset) if train else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,

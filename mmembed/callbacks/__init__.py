@@ -1,0 +1,1 @@
+"""Lightning callbacks of mmembed (configured in ``conf/callbacks/``)."""
