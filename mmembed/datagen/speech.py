@@ -66,7 +66,7 @@ def build_speech_corpus(
     """
     out_dir = Path(out_dir)
     spec = _corpus_spec(num_train, num_validation, num_test, voices, seed, sample_rate)
-    _check_flite(spec["voices"])
+    check_flite(spec["voices"])
     utterances = plan_utterances(
         sentence_pool(),
         {"train": num_train, "validation": num_validation, "test": num_test},
@@ -74,7 +74,7 @@ def build_speech_corpus(
         seed=seed,
     )
     with corpus_folder.staging(out_dir, __name__) as staging:
-        durations = _synthesise_all(utterances, staging, sample_rate, jobs)
+        durations = synthesise_all(utterances, staging, sample_rate, jobs)
         _write_manifests(staging, utterances, durations)
         _write_corpus_info(staging, spec, utterances, durations)
     return out_dir
@@ -145,12 +145,17 @@ def _plan_utterance(
     repeat, position = divmod(index, len(sentences))
     voice = voices[(position + repeat) % len(voices)]
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    return Utterance(split, index, sentences[position], voice, *draw_reading(voice, rng))
+
+
+def draw_reading(voice: str, rng: np.random.Generator) -> tuple[float, int | None]:
+    """A random speed (flite ``duration_stretch``) and mean pitch (Hz; None for a voice that
+    ignores the target) for one utterance of ``voice``."""
     # Rounded so the value passed to flite and recorded in the manifest is exactly the same.
     stretch = round(float(rng.uniform(*DURATION_STRETCH_RANGE)), 2)
     pitch_factor = float(rng.uniform(*PITCH_FACTOR_RANGE))
     natural_f0 = NATURAL_F0_HZ.get(voice)
-    f0_mean = round(natural_f0 * pitch_factor) if natural_f0 else None
-    return Utterance(split, index, sentences[position], voice, stretch, f0_mean)
+    return stretch, round(natural_f0 * pitch_factor) if natural_f0 else None
 
 
 def _corpus_spec(
@@ -176,7 +181,8 @@ def _corpus_spec(
     }
 
 
-def _check_flite(voices: Sequence[str]) -> None:
+def check_flite(voices: Sequence[str]) -> None:
+    """Fail naming the problem unless flite is installed with every one of ``voices``."""
     if shutil.which("flite") is None:
         raise FileNotFoundError("flite is not installed: install it with `apt-get install flite`")
     listing = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout
@@ -186,10 +192,11 @@ def _check_flite(voices: Sequence[str]) -> None:
         raise ValueError(f"flite has no voice {missing}; available: {sorted(available)}")
 
 
-def _synthesise_all(
+def synthesise_all(
     utterances: Sequence[Utterance], root: Path, sample_rate: int, jobs: int
 ) -> list[float]:
-    for split in SPLITS:
+    """Write every utterance under ``root`` (``jobs`` flite processes); their durations (s)."""
+    for split in sorted({utterance.split for utterance in utterances}):
         (root / "audio" / split).mkdir(parents=True)
     # Threads suffice: the work is in flite subprocesses, which run in parallel outside the GIL.
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -225,17 +232,21 @@ def _write_manifests(
 ) -> None:
     lines: dict[str, list[str]] = {split: [] for split in SPLITS}
     for utterance, duration in zip(utterances, durations, strict=True):
-        entry = {
-            "audio_filepath": utterance.audio_path,
-            "text": utterance.text,
-            "duration": duration,
-            "voice": utterance.voice,
-            "duration_stretch": utterance.duration_stretch,
-            "f0_mean": utterance.f0_mean,
-        }
-        lines[utterance.split].append(json.dumps(entry) + "\n")
+        lines[utterance.split].append(json.dumps(manifest_entry(utterance, duration)) + "\n")
     for split in SPLITS:
         (root / f"{split}.jsonl").write_text("".join(lines[split]))
+
+
+def manifest_entry(utterance: Utterance, duration: float) -> dict:
+    """The NeMo manifest line of a synthesised utterance, with how it was read."""
+    return {
+        "audio_filepath": utterance.audio_path,
+        "text": utterance.text,
+        "duration": duration,
+        "voice": utterance.voice,
+        "duration_stretch": utterance.duration_stretch,
+        "f0_mean": utterance.f0_mean,
+    }
 
 
 def _write_corpus_info(

@@ -27,6 +27,8 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 SPECIAL_TOKENS = ("<blank>", "<unk>", "<s>", "</s>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 BLANK_ID = PAD_ID
+# the word-start marker of the BPE vocabularies (HF ``Metaspace``); a token of its own
+WORD_MARKER = "\u2581"
 
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 _SPACES = re.compile(r"\s+")
@@ -181,6 +183,51 @@ class BPETokenizer(_SpecialIds):
         return _write_json(path, self.to_dict())
 
 
+class CharacterView(_SpecialIds):
+    """The characters of another tokenizer's vocabulary, as a tokenizer of their own.
+
+    Every character a BPE tokenizer was trained on is a token of its vocabulary (its alphabet),
+    and so is the word marker ``▁``; this view encodes text one character at a time into those
+    ids (a space becomes ``▁``). A model can then train character targets (CTC) and subword
+    inputs on one vocabulary and one table, as the multimodal task does. Of a character
+    tokenizer it is an identical copy. Characters outside the alphabet encode as ``<unk>``.
+    """
+
+    kind = "char_view"
+
+    def __init__(self, base: CharTokenizer | BPETokenizer):
+        if isinstance(base, CharacterView):
+            base = base.base
+        self.base = base
+        space = " " if base.kind == "char" else WORD_MARKER
+        self._space = base.token_to_id(space)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.base.token_to_id
+        return [self._space if ch == " " else ids(ch) for ch in normalize_text(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        first = len(SPECIAL_TOKENS)
+        tokens = [self.base.id_to_token(i) for i in map(int, ids) if first <= i < self.vocab_size]
+        return _SPACES.sub(" ", "".join(tokens).replace(WORD_MARKER, " ")).strip()
+
+    def id_to_token(self, token_id: int) -> str:
+        return self.base.id_to_token(token_id)
+
+    def token_to_id(self, token: str) -> int:
+        return self.base.token_to_id(token)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "base": self.base.to_dict()}
+
+    def save(self, path: str | PathLike) -> Path:
+        return _write_json(path, self.to_dict())
+
+
 def train_tokenizer(
     texts: Iterable[str], kind: Literal["char", "bpe"] = "char", vocab_size: int = 256
 ) -> Tokenizer:
@@ -209,7 +256,11 @@ def load_tokenizer_dict(data: dict, source: str = "<dict>") -> Tokenizer:
         return CharTokenizer(data["alphabet"])
     if kind == "bpe":
         return BPETokenizer(HFTokenizer.from_str(json.dumps(data["hf_tokenizer"])))
-    raise ValueError(f"{source}: unknown tokenizer kind {kind!r}; expected 'char' or 'bpe'")
+    if kind == "char_view":
+        return CharacterView(load_tokenizer_dict(data["base"], source))
+    raise ValueError(
+        f"{source}: unknown tokenizer kind {kind!r}; expected 'char', 'bpe' or 'char_view'"
+    )
 
 
 def _write_json(path: str | PathLike, data: dict) -> Path:
