@@ -4,13 +4,14 @@ import pytest
 
 from mmembed.text import (
     BPETokenizer,
+    CharacterView,
     CharTokenizer,
     load_tokenizer,
     load_tokenizer_dict,
     normalize_text,
     train_tokenizer,
 )
-from mmembed.text.tokenizers import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from mmembed.text.tokenizers import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_MARKER
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -80,3 +81,16 @@ def test_errors_name_the_problem(tmp_path):
         load_tokenizer(bad)
     with pytest.raises(ValueError, match="distinct single characters"):
         CharTokenizer(["a", "a"])
+
+
+def test_character_view_spells_text_with_the_subword_vocabularys_characters():
+    bpe = train_tokenizer(["the cat sat on the mat", "a hat"], kind="bpe", vocab_size=40)
+    view = CharacterView(bpe)
+    ids = view.encode("The  hat!")
+    assert [view.id_to_token(i) for i in ids] == ["t", "h", "e", WORD_MARKER, "h", "a", "t"]
+    assert view.decode(ids) == "the hat" and view.vocab_size == bpe.vocab_size
+    assert view.encode("q")[0] == bpe.unk_id  # a character the vocabulary never saw
+    assert load_tokenizer_dict(view.to_dict()).encode("the hat") == ids
+    # of a character tokenizer it is the same tokenizer
+    chars = train_tokenizer(["the hat"], kind="char")
+    assert CharacterView(chars).encode("the hat") == chars.encode("the hat")

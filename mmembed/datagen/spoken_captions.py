@@ -7,11 +7,13 @@ from the caption and video corpora already built, and rebuilt when either change
 
 Layout (NeMo manifests, audio paths relative to the corpus folder):
 
-- ``{train,validation,test}.jsonl``: one reading of a caption of every image of that split of
-  the caption corpus (``train_captions_per_image`` in training, the image's first reference,
-  its most specific name, in validation and test), with ``image_id`` and ``image_file``
-  (relative to the caption corpus's ``images/``). ``train.jsonl`` also holds the training
-  readings of the class names.
+- ``{train,validation,test}.jsonl``: readings of the captions of that split of the caption
+  corpus, with ``image_id`` and ``image_file`` (relative to the caption corpus's ``images/``).
+  Validation and test read the first reference (the most specific name) of every image.
+  Training reads ``train_readings`` different captions of every distinct set of captions:
+  images that share all their captions (the renderings of one emoji) share their readings,
+  which go with the first of those images. ``train.jsonl`` also holds the training readings of
+  the class names.
 - ``labels_{validation,test}.jsonl``: ``label_readings`` readings of every video class name,
   with ``label``, scored against the videos of that split.
 """
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mmembed.data.coco import load_coco_captions
+from mmembed.data.coco import CaptionedImage, load_coco_captions
 from mmembed.data.splits import SPLITS
 from mmembed.data.video_annotations import read_class_list
 from mmembed.datagen import corpus_folder
@@ -53,13 +55,13 @@ def _spec(
     voices: Sequence[str],
     seed: int,
     sample_rate: int,
-    train_captions_per_image: int,
+    train_readings: int,
     label_readings: int,
 ) -> dict[str, Any]:
     if isinstance(voices, str) or not voices:
         raise ValueError(f"voices must be a non-empty list of flite voices, got {voices!r}")
-    if train_captions_per_image < 1 or label_readings < 1:
-        raise ValueError("train_captions_per_image and label_readings must be at least 1")
+    if train_readings < 1 or label_readings < 1:
+        raise ValueError("train_readings and label_readings must be at least 1")
     captions = corpus_folder.read_corpus_info(captions_dir, "mmembed.datagen.captions")
     video = corpus_folder.read_corpus_info(video_dir, "mmembed.datagen.video")
     # The source corpora's own specs: a rebuilt caption or video corpus means new readings.
@@ -69,7 +71,7 @@ def _spec(
         "voices": list(voices),
         "seed": seed,
         "sample_rate": sample_rate,
-        "train_captions_per_image": train_captions_per_image,
+        "train_readings": train_readings,
         "label_readings": label_readings,
         "version": GENERATOR_VERSION,
     }
@@ -81,7 +83,7 @@ def plan_readings(
     *,
     voices: Sequence[str],
     seed: int,
-    train_captions_per_image: int,
+    train_readings: int,
     label_readings: int,
 ) -> dict[str, list[tuple[Utterance, dict[str, Any]]]]:
     """manifest name -> (utterance, its pairing fields), for every reading to synthesise."""
@@ -91,10 +93,15 @@ def plan_readings(
         images = load_coco_captions(
             captions_dir / f"{split}.json", captions_dir / "images", verify_images=False
         )
+        if split == "train":  # the first image of every distinct set of captions
+            first: dict[tuple[str, ...], CaptionedImage] = {}
+            for image in images:
+                first.setdefault(image.references, image)
+            images = list(first.values())
         for image_number, image in enumerate(images):
             rng = np.random.default_rng([seed, split_index, 0, image_number])
             if split == "train":
-                count = min(train_captions_per_image, len(image.references))
+                count = min(train_readings, len(image.references))
                 picks = sorted(rng.choice(len(image.references), count, replace=False).tolist())
             else:
                 picks = [0]
@@ -130,14 +137,14 @@ def build_spoken_caption_corpus(
     seed: int = 0,
     jobs: int = 2,
     sample_rate: int = 16000,
-    train_captions_per_image: int = 1,
+    train_readings: int = 1,
     label_readings: int = 3,
 ) -> Path:
     """Synthesise the corpus into ``out_dir`` (replacing one there) from the caption corpus in
     ``captions_dir`` and the class names of the video corpus in ``video_dir``. The same
     arguments and source corpora always give the same manifests and audio."""
     out_dir, captions_dir, video_dir = Path(out_dir), Path(captions_dir), Path(video_dir)
-    spec = _spec(captions_dir, video_dir, voices, seed, sample_rate, train_captions_per_image,
+    spec = _spec(captions_dir, video_dir, voices, seed, sample_rate, train_readings,
                  label_readings)  # fmt: skip
     check_flite(spec["voices"])
     readings = plan_readings(
@@ -145,7 +152,7 @@ def build_spoken_caption_corpus(
         read_class_list(video_dir / "classes.txt"),
         voices=spec["voices"],
         seed=seed,
-        train_captions_per_image=train_captions_per_image,
+        train_readings=train_readings,
         label_readings=label_readings,
     )
     with corpus_folder.staging(out_dir, __name__) as staging:
@@ -178,12 +185,12 @@ def ensure_spoken_caption_corpus(
     seed: int = 0,
     jobs: int = 2,
     sample_rate: int = 16000,
-    train_captions_per_image: int = 1,
+    train_readings: int = 1,
     label_readings: int = 3,
 ) -> Path:
     """``out_dir``, built unless it holds a corpus of the same spec and source corpora."""
     spec = _spec(Path(captions_dir), Path(video_dir), voices, seed, sample_rate,
-                 train_captions_per_image, label_readings)  # fmt: skip
+                 train_readings, label_readings)  # fmt: skip
     if corpus_folder.is_current(out_dir, __name__, spec):
         return Path(out_dir)
     return build_spoken_caption_corpus(
@@ -194,7 +201,7 @@ def ensure_spoken_caption_corpus(
         seed=seed,
         jobs=jobs,
         sample_rate=sample_rate,
-        train_captions_per_image=train_captions_per_image,
+        train_readings=train_readings,
         label_readings=label_readings,
     )
 
@@ -249,6 +256,6 @@ def run(args: argparse.Namespace) -> Path:
         seed=args.seed,
         jobs=args.jobs,
         sample_rate=args.sample_rate,
-        train_captions_per_image=args.train_captions_per_image,
+        train_readings=args.train_readings,
         label_readings=args.label_readings,
     )

@@ -48,17 +48,15 @@ class LabelTextEncoder(nn.Module):
         self.embedding = embedding
         width = embedding.output_dim
         self.max_length = max_length
-        self.layers: nn.TransformerEncoder | None = None
+        self.layers: nn.ModuleList | None = None
         if num_layers > 0:
             if width % num_heads:
                 raise ValueError(f"width {width} must be divisible by num_heads={num_heads}")
             self.positions = nn.Embedding(max_length, width)
             nn.init.normal_(self.positions.weight, std=0.1)  # about the projected rows' scale
-            layer = nn.TransformerEncoderLayer(
-                width, num_heads, ffn_dim, dropout, batch_first=True, norm_first=True
+            self.layers = nn.ModuleList(
+                TextEncoderLayer(width, num_heads, ffn_dim, dropout) for _ in range(num_layers)
             )
-            # no nested tensors: the padded path is the one torch.export and ONNX follow
-            self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(width)
         self.projection = nn.Linear(width, width) if projection else nn.Identity()
         self._token_cache: OrderedDict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = (
@@ -103,8 +101,41 @@ class LabelTextEncoder(nn.Module):
         tokens = self.embedding(ids)  # (N, L, width)
         if self.layers is not None:
             positions = torch.arange(ids.shape[1], device=ids.device)
-            tokens = self.layers(tokens + self.positions(positions), src_key_padding_mask=~mask)
+            tokens = tokens + self.positions(positions)
+            for layer in self.layers:
+                tokens = layer(tokens, mask)
             tokens = self.norm(tokens)
         weights = mask.to(tokens.dtype).unsqueeze(-1)
         pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
         return F.normalize(self.projection(pooled), dim=-1)
+
+
+class TextEncoderLayer(nn.Module):
+    """A pre-norm Transformer encoder layer on ``scaled_dot_product_attention``, in (N, L, D)
+    layout: ``nn.TransformerEncoderLayer`` reshapes to (L, N * heads, head_dim), which makes
+    ``torch.export`` emit a shape guard it cannot prove for a dynamic number of tokens (the
+    audio encoder's ``SelfAttention`` avoids it the same way)."""
+
+    def __init__(self, width: int, num_heads: int, ffn_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attention_norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.ffn_norm = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(
+            nn.Linear(width, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, width)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, L, width), ``mask`` (N, L) True at real tokens (they attend to those)."""
+        batch, length, width = x.shape
+        qkv = self.qkv(self.attention_norm(x)).view(batch, length, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask[:, None, None, :],
+            dropout_p=self.dropout.p if self.training else 0.0,
+        )  # fmt: skip
+        x = x + self.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, width)))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))

@@ -403,7 +403,14 @@ class MultimodalEmbedding(TokenTableTask):
         pairs = self.retrieval_pairs(split)
         recalls_at_1 = []
         for name, (similarity, positives) in pairs.items():
-            scores = retrieval_scores(similarity, positives, self.retrieval_ks)
+            # a part evaluated on some of its batches only (sanity check, limit_val_batches)
+            # leaves queries whose positives were not seen: they are not scored
+            answerable = positives.any(dim=1)
+            if not answerable.any():
+                continue
+            scores = retrieval_scores(
+                similarity[answerable], positives[answerable], self.retrieval_ks
+            )
             if name.startswith("zero_shot"):
                 self.log(f"{prefix}/zero_shot/{name.removeprefix('zero_shot_')}_top1", scores["r1"],
                          sync_dist=True, add_dataloader_idx=False)  # fmt: skip
