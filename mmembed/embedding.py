@@ -213,8 +213,9 @@ class SharedEmbedding(nn.Module):
             return table
         return self.projection(table)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Score hidden states (..., output_dim) against every projected row: (..., V).
+    def logits(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Score hidden states (..., output_dim) against every projected row: (..., V), or
+        against ``rows`` only (ids, (..., len(rows)); a task reading part of a shared table).
 
         For weight-tied decoders and CTC heads. Equal to ``hidden @ projected_table().T`` and
         differentiable into E and W; computed as ``(hidden @ W) @ E.T + hidden @ b`` when that
@@ -225,9 +226,10 @@ class SharedEmbedding(nn.Module):
                 f"hidden states have width {hidden.shape[-1]}, the layer outputs {self.output_dim}"
             )
         if self.projection is None or self.max_norm is not None:
-            return hidden @ self.projected_table().t()
+            table = self.projected_table()
+            return hidden @ (table if rows is None else table[rows]).t()
         w, b = self.projection.weight, self.projection.bias
-        scores = (hidden @ w) @ self.weight.t()
+        scores = (hidden @ w) @ (self.weight if rows is None else self.weight[rows]).t()
         if b is not None:
             scores = scores + (hidden @ b).unsqueeze(-1)
         return scores

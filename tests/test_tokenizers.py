@@ -11,7 +11,15 @@ from mmembed.text import (
     normalize_text,
     train_tokenizer,
 )
-from mmembed.text.tokenizers import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_MARKER
+from mmembed.text.tokenizers import (
+    BLANK_ID,
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    WORD_MARKER,
+)
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -88,9 +96,19 @@ def test_character_view_spells_text_with_the_subword_vocabularys_characters():
     view = CharacterView(bpe)
     ids = view.encode("The  hat!")
     assert [view.id_to_token(i) for i in ids] == ["t", "h", "e", WORD_MARKER, "h", "a", "t"]
-    assert view.decode(ids) == "the hat" and view.vocab_size == bpe.vocab_size
-    assert view.encode("q")[0] == bpe.unk_id  # a character the vocabulary never saw
+    assert view.decode(ids) == "the hat"
+    # its own ids: the specials, then one per character of the base vocabulary, each with the
+    # base id (the table row) of that character
+    alphabet = sorted(set("the cat sat on the mat a hat") - {" "}) + [WORD_MARKER]
+    assert view.vocab_size == len(SPECIAL_TOKENS) + len(alphabet) < bpe.vocab_size
+    assert {bpe.id_to_token(row) for row in view.rows[len(SPECIAL_TOKENS):]} == set(alphabet)
+    assert [view.rows[i] for i in ids] == [bpe.token_to_id(t) for t in "the"] + [
+        bpe.token_to_id(WORD_MARKER)] + [bpe.token_to_id(t) for t in "hat"]  # fmt: skip
+    assert view.encode("q") == [UNK_ID]  # a character the vocabulary never saw
+    assert view.token_to_id(WORD_MARKER) == view.token_to_id(" ") == ids[3]
     assert load_tokenizer_dict(view.to_dict()).encode("the hat") == ids
     # of a character tokenizer it is the same tokenizer
     chars = train_tokenizer(["the hat"], kind="char")
-    assert CharacterView(chars).encode("the hat") == chars.encode("the hat")
+    same = CharacterView(chars)
+    assert same.encode("the hat") == chars.encode("the hat")
+    assert same.rows == list(range(chars.vocab_size))

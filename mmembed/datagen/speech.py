@@ -274,10 +274,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train", type=int, default=4000, help="training utterances")
     parser.add_argument("--num-validation", type=int, default=200, help="validation utterances")
     parser.add_argument("--num-test", type=int, default=200, help="test utterances")
+    add_reading_arguments(parser, seed_help="picks sentences, voices, speeds")
+
+
+def add_reading_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options of every flite corpus: voices, seed, jobs, sample rate, --force."""
     parser.add_argument(
         "--voices", nargs="+", default=list(DEFAULT_VOICES), help="flite voices (see flite -lv)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="picks sentences, voices, speeds")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--jobs", type=int, default=2, help="parallel flite processes")
     parser.add_argument("--sample-rate", type=int, default=16000, help="output rate (Hz)")
     parser.add_argument(

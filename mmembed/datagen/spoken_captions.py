@@ -37,6 +37,7 @@ from mmembed.datagen import corpus_folder
 from mmembed.datagen.speech import (
     DEFAULT_VOICES,
     Utterance,
+    add_reading_arguments,
     check_flite,
     draw_reading,
     manifest_entry,
@@ -50,14 +51,16 @@ _KINDS = ("caption", "label")
 
 
 def _spec(
-    captions_dir: Path,
-    video_dir: Path,
-    voices: Sequence[str],
-    seed: int,
-    sample_rate: int,
-    train_readings: int,
-    label_readings: int,
+    captions_dir: str | PathLike,
+    video_dir: str | PathLike,
+    *,
+    voices: Sequence[str] = DEFAULT_VOICES,
+    seed: int = 0,
+    sample_rate: int = 16000,
+    train_readings: int = 1,
+    label_readings: int = 3,
 ) -> dict[str, Any]:
+    """The corpus spec; the keywords are the options of the build (see the module docstring)."""
     if isinstance(voices, str) or not voices:
         raise ValueError(f"voices must be a non-empty list of flite voices, got {voices!r}")
     if train_readings < 1 or label_readings < 1:
@@ -133,31 +136,28 @@ def build_spoken_caption_corpus(
     *,
     captions_dir: str | PathLike,
     video_dir: str | PathLike,
-    voices: Sequence[str] = DEFAULT_VOICES,
-    seed: int = 0,
     jobs: int = 2,
-    sample_rate: int = 16000,
-    train_readings: int = 1,
-    label_readings: int = 3,
+    **options: Any,
 ) -> Path:
     """Synthesise the corpus into ``out_dir`` (replacing one there) from the caption corpus in
-    ``captions_dir`` and the class names of the video corpus in ``video_dir``. The same
-    arguments and source corpora always give the same manifests and audio."""
+    ``captions_dir`` and the class names of the video corpus in ``video_dir`` (``jobs`` flite
+    processes). ``options``: ``voices``, ``seed``, ``sample_rate``, ``train_readings``,
+    ``label_readings`` (defaults in :func:`_spec`). The same options and source corpora always
+    give the same manifests and audio."""
     out_dir, captions_dir, video_dir = Path(out_dir), Path(captions_dir), Path(video_dir)
-    spec = _spec(captions_dir, video_dir, voices, seed, sample_rate, train_readings,
-                 label_readings)  # fmt: skip
+    spec = _spec(captions_dir, video_dir, **options)
     check_flite(spec["voices"])
     readings = plan_readings(
         captions_dir,
         read_class_list(video_dir / "classes.txt"),
         voices=spec["voices"],
-        seed=seed,
-        train_readings=train_readings,
-        label_readings=label_readings,
+        seed=spec["seed"],
+        train_readings=spec["train_readings"],
+        label_readings=spec["label_readings"],
     )
     with corpus_folder.staging(out_dir, __name__) as staging:
         planned = [pair for manifest in readings.values() for pair in manifest]
-        durations = synthesise_all([u for u, _ in planned], staging, sample_rate, jobs)
+        durations = synthesise_all([u for u, _ in planned], staging, spec["sample_rate"], jobs)
         duration_of = {u.audio_path: d for (u, _), d in zip(planned, durations, strict=True)}
         counts = {}
         for manifest, pairs in readings.items():
@@ -181,28 +181,14 @@ def ensure_spoken_caption_corpus(
     *,
     captions_dir: str | PathLike,
     video_dir: str | PathLike,
-    voices: Sequence[str] = DEFAULT_VOICES,
-    seed: int = 0,
     jobs: int = 2,
-    sample_rate: int = 16000,
-    train_readings: int = 1,
-    label_readings: int = 3,
+    **options: Any,
 ) -> Path:
-    """``out_dir``, built unless it holds a corpus of the same spec and source corpora."""
-    spec = _spec(Path(captions_dir), Path(video_dir), voices, seed, sample_rate,
-                 train_readings, label_readings)  # fmt: skip
-    if corpus_folder.is_current(out_dir, __name__, spec):
+    """``out_dir``, built unless it holds a corpus of the same options and source corpora."""
+    if corpus_folder.is_current(out_dir, __name__, _spec(captions_dir, video_dir, **options)):
         return Path(out_dir)
     return build_spoken_caption_corpus(
-        out_dir,
-        captions_dir=captions_dir,
-        video_dir=video_dir,
-        voices=voices,
-        seed=seed,
-        jobs=jobs,
-        sample_rate=sample_rate,
-        train_readings=train_readings,
-        label_readings=label_readings,
+        out_dir, captions_dir=captions_dir, video_dir=video_dir, jobs=jobs, **options
     )
 
 
@@ -230,20 +216,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the video corpus (mmembed-data video) whose class names are read",
     )  # fmt: skip
     parser.add_argument(
-        "--voices", nargs="+", default=list(DEFAULT_VOICES), help="flite voices (see flite -lv)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="picks captions, speeds, pitches")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel flite processes")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="output rate (Hz)")
-    parser.add_argument(
-        "--train-captions-per-image", type=int, default=1, help="readings per training image"
-    )
+        "--train-readings", type=int, default=1,
+        help="readings of different captions per distinct set of training captions",
+    )  # fmt: skip
     parser.add_argument(
         "--label-readings", type=int, default=3, help="readings of each class name per split"
     )
-    parser.add_argument(
-        "--force", action="store_true", help="rebuild even if the same corpus is already there"
-    )
+    add_reading_arguments(parser, seed_help="picks captions, speeds, pitches")
 
 
 def run(args: argparse.Namespace) -> Path:

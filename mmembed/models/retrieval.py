@@ -25,27 +25,57 @@ __all__ = [
 ]
 
 
+POOLINGS = ("mean", "attention")
+
+
 class PooledProjection(nn.Module):
-    """Sequence features (B, T, width) -> unit-norm embeddings (B, width): the mean over the
-    real positions (``lengths``; None = all), then a linear layer.
+    """Sequence features (B, T, width) -> unit-norm embeddings (B, width): a pool over the real
+    positions (``lengths``; None = all), then a linear layer.
+
+    ``pooling="mean"``: the mean of the features. ``"attention"``: a learned query per head
+    attends over them (CLIP's attention pool, on ``scaled_dot_product_attention`` so it exports
+    with a dynamic length); its query starts at zero, i.e. at the mean of the projected values,
+    and learns to weight the positions that tell items apart (a spoken "an emoji of shaking
+    face" is mostly its shared prefix, frame by frame).
 
     The encoders' frame and region features feed the tasks' heads (CTC, caption decoder); this
-    gives each modality one vector in the shared space, with a layer of its own so the
+    gives each modality one vector in the shared space, with layers of its own so the
     contrastive objective does not have to bend the features the task heads read.
     """
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, pooling: str = "mean", num_heads: int = 4):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if width % num_heads:
+            raise ValueError(f"width {width} must be divisible by num_heads={num_heads}")
+        self.pooling = pooling
+        self.num_heads = num_heads
+        if pooling == "attention":
+            self.key_value = nn.Linear(width, 2 * width)
+            self.query = nn.Parameter(torch.zeros(num_heads, 1, width // num_heads))
         self.projection = nn.Linear(width, width)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:
+        positions = torch.arange(features.shape[1], device=features.device)
+        valid = None if lengths is None else positions[None, :] < lengths[:, None]
+        if self.pooling == "attention":
+            pooled = self._attend(features, valid)
+        elif valid is None:
             pooled = features.mean(dim=1)
         else:
-            positions = torch.arange(features.shape[1], device=features.device)
-            weights = (positions[None, :] < lengths[:, None]).to(features.dtype).unsqueeze(-1)
+            weights = valid.to(features.dtype).unsqueeze(-1)
             pooled = (features * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
         return F.normalize(self.projection(pooled), dim=-1)
+
+    def _attend(self, features: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        batch, length, width = features.shape
+        kv = self.key_value(features).view(batch, length, 2, self.num_heads, -1)
+        keys, values = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, T, head width)
+        query = self.query.expand(batch, -1, -1, -1)
+        mask = None if valid is None else valid[:, None, None, :]
+        pooled = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
+        return pooled.reshape(batch, width)
 
 
 def positive_mask(

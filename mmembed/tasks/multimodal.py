@@ -5,7 +5,8 @@ ONE tokenizer (trained on transcripts, captions and class names), plus a small t
 over the same table:
 
 - ``speech``: the recogniser (:class:`~mmembed.tasks.speech_recognition.SpeechRecognition`),
-  tied CTC over the table (on its characters by default: ``speech_units``);
+  tied CTC over the table (by default over its character rows only, under ids of their own:
+  ``speech_units``, :class:`~mmembed.models.table_rows.TableRows`);
 - ``captions``: the captioner (:class:`~mmembed.tasks.image_captioning.ImageCaptioning`),
   whose decoder reads and writes the table;
 - ``video``: the video classifier (:class:`~mmembed.tasks.video_classification.
@@ -51,6 +52,7 @@ from mmembed.models.retrieval import (
     contrastive_loss,
     positive_mask,
 )
+from mmembed.models.table_rows import TableRows
 from mmembed.models.text_encoder import LabelTextEncoder
 from mmembed.tasks.base import TokenTableArgs, TokenTableTask
 from mmembed.tasks.image_captioning import ImageCaptioning, _evenly_spaced
@@ -96,6 +98,8 @@ class MultimodalEmbedding(TokenTableTask):
         label_phrasings: class name -> another phrasing of it (``"moving left": "going to the
             left"``), scored zero-shot at test as ``test/zero_shot/video_phrasings_top1``.
         retrieval_ks: the K of recall@K.
+        pooling: how audio frames and image regions become one vector: ``"mean"`` or
+            ``"attention"`` (:class:`~mmembed.models.retrieval.PooledProjection`).
         grid_queries: spoken (and as many typed) queries in the top-5 image PNG.
         plot_dir: folder of the retrieval grids and shared-space projections; None = the run
             folder (``retrieval/`` and ``shared_space/``).
@@ -113,6 +117,7 @@ class MultimodalEmbedding(TokenTableTask):
         speech_units: str = "char",
         label_phrasings: Mapping[str, str] | None = None,
         retrieval_ks: Sequence[int] = DEFAULT_KS,
+        pooling: str = "mean",
         grid_queries: int = 4,
         plot_dir: str | None = None,
         **shared: Unpack[TokenTableArgs],
@@ -133,18 +138,21 @@ class MultimodalEmbedding(TokenTableTask):
         self.plot_dir = plot_dir
 
         self.text_encoder = text_encoder(self.tokenizer, self.embedding)
-        speech_tokenizer = (
-            CharacterView(self.tokenizer) if speech_units == "char" else self.tokenizer
-        )
         parts = dict(embedding=self._the_table, width=self.width)
+        speech_tokenizer, speech_table = self.tokenizer, self._the_table
+        if speech_units == "char":
+            # CTC over the table's character rows only, under ids of their own
+            speech_tokenizer = CharacterView(self.tokenizer)
+            rows = TableRows(self.embedding, speech_tokenizer.rows)
+            speech_table = lambda **_: rows
         # Attributes, not a ModuleDict: Lightning hands the trainer to child LightningModules.
-        self.speech = speech(tokenizer=speech_tokenizer, **parts)
+        self.speech = speech(tokenizer=speech_tokenizer, embedding=speech_table, width=self.width)
         self.captions = captions(tokenizer=self.tokenizer, **parts)
         self.video = video(tokenizer=self.tokenizer, label_encoder=self.text_encoder, **parts)
         for name in PARTS:
             getattr(self, name).compose_into(self, name)
-        self.audio_head = PooledProjection(self.width)
-        self.image_head = PooledProjection(self.width)
+        self.audio_head = PooledProjection(self.width, pooling)
+        self.image_head = PooledProjection(self.width, pooling)
         # one learnable temperature per aligned modality; videos use the video task's own
         self.audio_scale = ScaledCosineLogits()
         self.image_scale = ScaledCosineLogits()
@@ -389,6 +397,10 @@ class MultimodalEmbedding(TokenTableTask):
             if all(phrasings) and split != "validation":
                 similarity = video["embeddings"] @ self._embed_texts(phrasings).t()
                 pairs["zero_shot_video_phrasings"] = (similarity, pairs["video_text"][1])
+        if spoken:
+            texts = list(dict.fromkeys(spoken["texts"]))
+            both_ways("spoken_text", "text_spoken", spoken["embeddings"], self._embed_texts(texts),
+                      positive_mask(spoken["texts"], texts))  # fmt: skip
         if spoken and captions:
             both_ways("spoken_image", "image_spoken", spoken["embeddings"], captions["embeddings"],
                       _contains(captions["references"], spoken["texts"]).t())  # fmt: skip

@@ -187,10 +187,12 @@ class CharacterView(_SpecialIds):
     """The characters of another tokenizer's vocabulary, as a tokenizer of their own.
 
     Every character a BPE tokenizer was trained on is a token of its vocabulary (its alphabet),
-    and so is the word marker ``▁``; this view encodes text one character at a time into those
-    ids (a space becomes ``▁``). A model can then train character targets (CTC) and subword
-    inputs on one vocabulary and one table, as the multimodal task does. Of a character
-    tokenizer it is an identical copy. Characters outside the alphabet encode as ``<unk>``.
+    and so is the word marker ``▁``; this view encodes text one character at a time (a space is
+    ``▁``) into ids of its own: the four special ids, then the characters. ``rows[i]`` is the
+    base vocabulary's id of token ``i``, the row of a table indexed by the base tokenizer, so a
+    model can train character targets (CTC) and subword inputs on one vocabulary and one table
+    (:class:`~mmembed.models.table_rows.TableRows`), as the multimodal task does. Characters
+    outside the alphabet encode as ``<unk>``. Of a character tokenizer it is an identical copy.
     """
 
     kind = "char_view"
@@ -199,27 +201,33 @@ class CharacterView(_SpecialIds):
         if isinstance(base, CharacterView):
             base = base.base
         self.base = base
-        space = " " if base.kind == "char" else WORD_MARKER
-        self._space = base.token_to_id(space)
+        first = len(SPECIAL_TOKENS)
+        tokens = [base.id_to_token(i) for i in range(first, base.vocab_size)]
+        characters = sorted(t for t in tokens if len(t) == 1)
+        self.rows = list(range(first)) + [base.token_to_id(ch) for ch in characters]
+        # the base's space (a character vocabulary) or word marker (a subword one) is " "
+        self._alphabet = [" " if ch == WORD_MARKER else ch for ch in characters]
+        self._ids = {ch: first + i for i, ch in enumerate(self._alphabet)}
 
     @property
     def vocab_size(self) -> int:
-        return self.base.vocab_size
+        return len(self.rows)
 
     def encode(self, text: str) -> list[int]:
-        ids = self.base.token_to_id
-        return [self._space if ch == " " else ids(ch) for ch in normalize_text(text)]
+        return [self._ids.get(ch, UNK_ID) for ch in normalize_text(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
         first = len(SPECIAL_TOKENS)
-        tokens = [self.base.id_to_token(i) for i in map(int, ids) if first <= i < self.vocab_size]
-        return _SPACES.sub(" ", "".join(tokens).replace(WORD_MARKER, " ")).strip()
+        kept = (i for i in map(int, ids) if first <= i < len(self.rows))
+        return _SPACES.sub(" ", "".join(self._alphabet[i - first] for i in kept)).strip()
 
     def id_to_token(self, token_id: int) -> str:
-        return self.base.id_to_token(token_id)
+        return self.base.id_to_token(self.rows[token_id])
 
     def token_to_id(self, token: str) -> int:
-        return self.base.token_to_id(token)
+        if token in SPECIAL_TOKENS:
+            return SPECIAL_TOKENS.index(token)
+        return self._ids.get(" " if token == WORD_MARKER else token, UNK_ID)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "base": self.base.to_dict()}

@@ -1,6 +1,7 @@
 """The shared space's parts: pooled embeddings, the multi-positive contrastive loss, the text
 encoder with Transformer layers."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -52,8 +53,11 @@ def test_positive_mask_marks_equal_keys():
     assert mask.tolist() == [[True, False], [False, False], [True, False]]
 
 
-def test_pooled_projection_ignores_padding_and_is_unit_norm():
-    pool = PooledProjection(8)
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_pooled_projection_ignores_padding_and_is_unit_norm(pooling):
+    pool = PooledProjection(8, pooling, num_heads=2)
+    if pooling == "attention":
+        torch.nn.init.normal_(pool.query)  # a trained query, not the mean it starts as
     frames = torch.randn(1, 5, 8)
     padded = torch.cat([frames, torch.randn(1, 3, 8) * 100], dim=1)
     alone = pool(frames, torch.tensor([5]))
@@ -72,3 +76,12 @@ def test_text_encoder_layers_see_real_tokens_only():
     torch.testing.assert_close(together.norm(dim=-1), torch.ones(2))
     ids, mask = encoder.tokenize(["growing"])
     torch.testing.assert_close(encoder.encode(ids, mask), alone)
+
+
+def test_attention_pooling_starts_as_the_mean_of_its_values():
+    pool = PooledProjection(8, "attention", num_heads=2)
+    frames = torch.randn(3, 5, 8)
+    lengths = torch.tensor([5, 3, 1])
+    values = pool.key_value(frames)[..., 8:]
+    means = torch.stack([values[i, :n].mean(dim=0) for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(pool(frames, lengths), F.normalize(pool.projection(means), dim=-1))

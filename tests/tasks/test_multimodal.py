@@ -33,15 +33,19 @@ def build(compose_train, corpora, *overrides):
 def test_the_parts_share_one_table_and_one_text_encoder(compose_train, multimodal_corpora):
     _, model = build(compose_train, multimodal_corpora)
     table = model.embedding
-    assert model.speech.embedding is table and model.captions.embedding is table
+    # CTC reads the character rows of the table, under the character view's ids
+    assert model.speech.embedding.table is table and model.captions.embedding is table
     assert model.captions.decoder.embedding is table and model.video.embedding is table
     assert model.video.label_encoder is model.text_encoder
     assert model.text_encoder.embedding is table
     # one copy of the table among the trainable parameters (what the optimizer updates)
     shaped = [p for p in model.parameters() if p.shape == table.weight.shape]
     assert len(shaped) == 1 and shaped[0] is table.weight
-    assert isinstance(model.speech.tokenizer, CharacterView)
-    assert model.speech.tokenizer.vocab_size == model.tokenizer.vocab_size
+    characters = model.speech.tokenizer
+    assert isinstance(characters, CharacterView)
+    assert model.speech.embedding.rows.tolist() == characters.rows
+    logits = model.speech.ctc_head(torch.randn(2, model.width))
+    assert logits.shape == (2, characters.vocab_size) < (2, model.tokenizer.vocab_size)
 
 
 def test_every_id_any_part_feeds_the_table_has_its_row(compose_train, multimodal_corpora):
@@ -52,9 +56,10 @@ def test_every_id_any_part_feeds_the_table_has_its_row(compose_train, multimodal
     rows = model.embedding.num_embeddings
     unk = model.tokenizer.unk_id
     used: dict[str, set[int]] = {}
+    row_of = model.speech.embedding.rows  # character ids -> rows of the table
     for part in ("speech", "spoken"):
         batch = next(iter(data.parts[part].loader("train")))
-        used[part] = set(batch["tokens"][batch["tokens"] > 0].tolist())
+        used[part] = set(row_of[batch["tokens"][batch["tokens"] > 0]].tolist())
         text_ids, _ = model.text_encoder.tokenize(batch["texts"])
         used[f"{part} text"] = set(text_ids.flatten().tolist())
     captions = next(iter(data.parts["captions"].loader("train")))
@@ -161,7 +166,15 @@ def test_init_from_maps_a_recognisers_encoder_and_table_into_the_model(
 
 @pytest.mark.slow
 def test_fast_dev_run_of_the_multimodal_experiment(compose_train, multimodal_corpora, tmp_path):
-    metrics = run(compose_train(multimodal_overrides(multimodal_corpora, "debug=fast_dev_run")))
+    # started from a recogniser's encoder, frozen for the (one) epoch, as users build it
+    _, checkpoint = asr_checkpoint(tmp_path)
+    parts = f"[{{path: {checkpoint}, prefixes: {{encoder: speech.encoder}}}}]"
+    cfg = compose_train(multimodal_overrides(
+        multimodal_corpora, "debug=fast_dev_run", f"init_from={parts}",
+        "+callbacks.freeze._target_=mmembed.callbacks.freeze.FreezeSchedule",
+        "+callbacks.freeze.modules=[speech.encoder]",
+    ))  # fmt: skip
+    metrics = run(cfg)
     for name in ("train/loss", "train/audio_text_loss", "train/spoken_text_loss",
                  "train/image_text_loss", "train/video_text_loss", "val/speech/cer",
                  "val/captions/cider_d", "val/video/video_top1", "test/speech/wer",
