@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.bad_files import latin1_text
 from mmembed.data.coco import (
     CocoCaptionDataModule,
     CocoCaptionDataset,
@@ -267,6 +268,10 @@ def test_invalid_json_and_missing_keys_name_the_file(coco_dir: Path) -> None:
     no_images.write_text('{"annotations": []}', encoding="utf-8")
     with pytest.raises(CocoFormatError, match=r"no_images\.json: 'images' must be a list"):
         load_coco_captions(no_images, coco_dir / "images")
+    latin1 = coco_dir / "latin1.json"
+    latin1_text(latin1, '{"images": [],\n "annotations": [{"caption": "caf\u00e9"}]}')
+    with pytest.raises(CocoFormatError, match=r"latin1\.json:2: not UTF-8 text"):
+        load_coco_captions(latin1, coco_dir / "images")
     bad_id = _write_coco(coco_dir, [{"id": "1", "file_name": "1.png"}], [])
     with pytest.raises(CocoFormatError, match=r"images\[0\]: 'id' must be int"):
         load_coco_captions(bad_id, coco_dir / "images")

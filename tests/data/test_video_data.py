@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.bad_files import latin1_text, undecodable_mp4
+from mmembed.data.skips import SkippedItem
 from mmembed.data.video import (
     VideoClassificationDataset,
     VideoDataModule,
     VideoRecord,
     VideoSkipWarning,
+    collate_videos,
     index_videos,
 )
 from mmembed.data.video_annotations import (
@@ -270,20 +273,25 @@ def test_looping_keeps_short_videos(bad_videos):
         kept = index_videos(read_video_csv(bad_videos), CLASSES, sampling, bad_videos)
     assert sorted(v.path.name for v in kept) == ["good.mp4", "short.mp4"]
     dataset = VideoClassificationDataset(kept, sampling, train=False, num_eval_clips=2)
-    clips, _, _ = dataset[1]
-    assert clips.shape == (2, 3, 4, 32, 32)
+    assert dataset[1].clip.shape == (2, 3, 4, 32, 32)
 
 
-def test_decode_failure_at_load_time_falls_back_or_raises(corpus, tmp_path):
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"\x00" * 100)
+def test_decode_failure_at_load_time_is_a_skip_never_a_substitute(corpus, tmp_path):
+    frames = videogen.render_video("moving up", np.random.default_rng(0), 8, 32, 0, 0.0)
+    broken = undecodable_mp4(tmp_path / "broken.mp4", frames)
+    assert probe_video(broken).num_frames == 8  # the header is fine
     good = videos_of(corpus, "moving up")[0]
-    videos = [VideoRecord(broken, 0, 8, 8.0), VideoRecord(good, 1, 8, 8.0)]
-    dataset = VideoClassificationDataset(videos, ClipSampling(4), train=True)
-    with pytest.warns(VideoSkipWarning, match="broken.mp4"):
-        clip, label, index = dataset[0]
-    assert (clip.shape, label, index) == ((3, 4, 32, 32), 1, 1)
-    with pytest.raises(VideoReadError, match="broken.mp4"):
+    videos = [VideoRecord(broken, 0, 8, 8.0, "list.csv:2: broken.mp4"),
+              VideoRecord(good, 1, 8, 8.0)]  # fmt: skip
+    for train in (True, False):
+        dataset = VideoClassificationDataset(videos, ClipSampling(4), train=train)
+        failed = dataset[0]
+        assert isinstance(failed, SkippedItem) and failed.kind == "unreadable"
+        assert failed.where == "list.csv:2: broken.mp4" and "cannot decode" in failed.reason
+        batch = collate_videos([dataset[0], dataset[1]])
+        assert batch["labels"].tolist() == [1] and batch["video_indices"].tolist() == [1]
+        assert batch["paths"] == [str(good)] and batch["skipped"] == [failed]
+    with pytest.raises(VideoReadError, match=r"list\.csv:2: broken\.mp4: cannot decode"):
         VideoClassificationDataset(videos, ClipSampling(4), strict=True)[0]
 
 
@@ -295,8 +303,8 @@ def test_eval_item_holds_the_uniform_clips(corpus):
     dataset = VideoClassificationDataset(
         [VideoRecord(path, 0, 8, 8.0)], ClipSampling(4), train=False, num_eval_clips=3
     )
-    clips, label, index = dataset[0]  # no transform: uint8 (K, C, T, H, W)
-    assert clips.shape == (3, 3, 4, 32, 32) and (label, index) == (0, 0)
+    clips, label, index, item_path = dataset[0]  # no transform: uint8 (K, C, T, H, W)
+    assert clips.shape == (3, 3, 4, 32, 32) and (label, index, item_path) == (0, 0, str(path))
     frames = decode_frames(path, range(8))
     for clip, start in zip(clips, [0, 2, 4], strict=True):
         assert torch.equal(clip, frames[start : start + 4].movedim(0, 1))
@@ -310,15 +318,16 @@ def test_datamodule_batches(corpus):
     data.set_tokenizer(tokenizer := object())
     assert data.tokenizer is tokenizer
     data.setup("fit")
-    clips, labels, indices = next(iter(data.train_dataloader()))
+    batch = next(iter(data.train_dataloader()))
+    clips, labels, indices = batch["clips"], batch["labels"], batch["video_indices"]
     assert clips.shape == (2, 3, 4, 24, 24) and clips.dtype == torch.float32
     assert labels.dtype == torch.long and indices.shape == (2,)
     assert -3 < clips.mean() < 3 and clips.std() > 0.1  # normalised
+    assert len(batch["paths"]) == 2 and batch["skipped"] == []
     batches = list(data.val_dataloader())
-    clips, labels, indices = batches[0]
-    assert clips.shape == (2, 2, 3, 4, 24, 24)
-    assert torch.cat([b[2] for b in batches]).tolist() == [0, 1, 2]
-    assert sorted(torch.cat([b[1] for b in batches]).tolist()) == [0, 1, 2]
+    assert batches[0]["clips"].shape == (2, 2, 3, 4, 24, 24)
+    assert torch.cat([b["video_indices"] for b in batches]).tolist() == [0, 1, 2]
+    assert sorted(torch.cat([b["labels"] for b in batches]).tolist()) == [0, 1, 2]
 
 
 def test_corpus_step_builds_once_then_the_datamodule_reads_it(tmp_path, monkeypatch):
@@ -331,8 +340,7 @@ def test_corpus_step_builds_once_then_the_datamodule_reads_it(tmp_path, monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.setup("test")
-    clips, _, _ = next(iter(data.test_dataloader()))
-    assert clips.shape == (2, 3, 3, 4, 16, 16)
+    assert next(iter(data.test_dataloader()))["clips"].shape == (2, 3, 3, 4, 16, 16)
 
 
 def test_csv_line_numbers_count_blank_lines_and_ignore_a_bom(corpus):
@@ -343,6 +351,15 @@ def test_csv_line_numbers_count_blank_lines_and_ignore_a_bom(corpus):
             read_video_csv(csv)
     finally:
         csv.unlink()
+
+
+def test_annotations_that_are_not_utf8_fail_naming_file_and_line(tmp_path):
+    csv = latin1_text(tmp_path / "list.csv", "path,label\na.mp4,moving up\nb.mp4,caf\u00e9\n")
+    with pytest.raises(VideoAnnotationError, match=r"list\.csv:3: not UTF-8 text \(byte 0xe9"):
+        read_video_csv(csv)
+    latin1_text(tmp_path / "classes.txt", "moving up\nna\u00efve\n")
+    with pytest.raises(VideoAnnotationError, match=r"classes\.txt:2: not UTF-8"):
+        assert VideoDataModule(tmp_path).class_names
 
 
 def test_training_data_is_sharded_across_ddp_ranks(corpus, monkeypatch):
