@@ -17,7 +17,9 @@ tasks rely on, implemented once here:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmembed.data.sampling import training_sampler
 from mmembed.data.skips import SkippedItem
+from mmembed.data.splits import SPLITS
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",)}
 
@@ -69,6 +72,7 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenizer: Any = None
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, list[SkippedItem]] = {}
+        self._extra_test_names: list[str] = []
 
     # --- what subclasses provide -----------------------------------------------------------
 
@@ -86,10 +90,23 @@ class TaskDataModule(L.LightningDataModule):
 
     # --- the contract ----------------------------------------------------------------------
 
+    def add_extra_tests(
+        self, option: str, files: Mapping[str, str | PathLike] | None, data_dir: Path
+    ) -> dict[str, Path]:
+        """Register more test sets (name -> file, relative to ``data_dir`` or absolute) after
+        the main one, as the ``option`` argument named them; return their paths by name."""
+        files = dict(files or {})
+        clashing = set(files) & set(SPLITS)
+        if clashing:
+            raise ValueError(f"{option} may not reuse the split names {sorted(clashing)}")
+        self._extra_test_names = list(files)
+        return {name: data_dir / file for name, file in files.items()}
+
     @property
     def test_split_names(self) -> list[str]:
-        """The test sets, in the order ``test_dataloader`` returns their loaders."""
-        return ["test"]
+        """The test sets, in the order ``test_dataloader`` returns their loaders: ``"test"``,
+        then those given to :meth:`add_extra_tests`."""
+        return ["test", *self._extra_test_names]
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
