@@ -1,5 +1,4 @@
-"""English speech-recognition corpus synthesised offline with flite (and espeak-ng) from WordNet
-sentences.
+"""English speech-recognition corpus synthesised offline (flite, espeak-ng) from WordNet sentences.
 
 Beside ``train/validation/test.jsonl`` a corpus can hold extra test manifests (``extra_tests``):
 the test sentences read again under another condition (a speaking rate, a voice or a
@@ -208,8 +207,10 @@ def plan_utterances(
     sentences, the next ``counts["validation"]`` the validation ones, and training reads the
     pool after the first `held_out_sentences` (default: test + validation; more keeps a
     corpus built with the same seed but smaller held-out splits from training on the
-    held-out sentences of a bigger one). Each extra test reads the test sentences, in its own
-    order, under its own condition: it differs from ``test`` only in how they are spoken.
+    held-out sentences of a bigger one). Each extra test reads the test sentences in the same
+    order (the first ones, or all of them and round again) under its own condition: with the
+    corpus's voices, utterance i has the sentence and voice of test utterance i, so the two
+    differ only in how it is spoken.
     """
     needed = counts["test"] + counts["validation"]
     held_out = needed if held_out_sentences is None else held_out_sentences
@@ -246,13 +247,13 @@ def plan_utterances(
             raise ValueError(f"extra test {name!r} reads the test sentences, but num_test is 0")
         # Its own streams, keyed by its name: adding or dropping another set changes nothing.
         stream = [seed, len(SPLITS), zlib.crc32(name.encode())]
-        reordered = [
-            split_sentences["test"][i]
-            for i in np.random.default_rng(stream).permutation(counts["test"])
-        ]
         plan += [
             _plan_utterance(
-                name, index, reordered, extra.condition, np.random.default_rng([*stream, index])
+                name,
+                index,
+                split_sentences["test"],
+                extra.condition,
+                np.random.default_rng([*stream, index]),
             )
             for index in range(extra.num_utterances)
         ]

@@ -146,3 +146,30 @@ def test_new_corpus_configs_build_and_their_data_modules_read_them(compose_train
         assert len(heldout) > 400  # every flag and animal, never in the other splits
         trained = {record.path.name for record in datamodule.records("train")}
         assert not trained & {record.path.name for record in heldout}
+
+
+# The README's `mmembed-data` commands for the new corpora: each builds the corpus of its config.
+CLI_COMMANDS = {
+    "captions_heldout": ["captions", "--heldout-categories", "Flags", "Animals & Nature"],
+    "captions_newdomain": ["captions", "--only-categories", "Flags", "Animals & Nature"],
+    "video_newdomain": ["video", "--style", "ood", "--videos-per-class", "20"]
+    + ["--ood-test-videos-per-class", "0"],
+    "speech_newdomain": ["speech", "--num-train", "400", "--num-validation", "60"]
+    + ["--num-test", "100", "--voices", *speech.DEFAULT_ESPEAK_VOICES, "--noise-snr", "10", "25"]
+    + ["--reverb-rt60", "0.2", "0.6", "--held-out-sentences", "400", "--extra-tests", "{}"],
+}
+
+
+@pytest.mark.parametrize("option", sorted(CLI_COMMANDS))
+def test_cli_builds_the_same_corpus_as_the_config(compose_train, monkeypatch, option):
+    from mmembed.datagen import cli
+
+    module_name, wanted = corpus_spec(compose_train([f"data={option}"]))
+    module = {"speech": speech, "captions": captions, "video": video}[module_name.split(".")[-1]]
+    built = {}
+    ensure = next(name for name in vars(module) if name.startswith("ensure_"))
+    monkeypatch.setattr(module, ensure, lambda out, **spec: built.update(spec) or out)
+    args = cli.build_parser().parse_args(CLI_COMMANDS[option])
+    args.run(args)
+    normalize, ignored = NORMALIZE[module_name]
+    assert normalize(**{k: v for k, v in built.items() if k not in ignored}) == wanted

@@ -111,7 +111,8 @@ def test_plan_extra_tests_and_held_out_sentences():
     reserved = {sentences[i] for i in order[:8]}
     assert set(texts["test"]) | set(texts["validation"]) < reserved
     assert not set(texts["train"]) & reserved  # held_out_sentences keeps all 8 out
-    assert len(texts["test_slow"]) == 7 and set(texts["test_slow"]) == set(texts["test"])
+    # the test sentences in test's order, round again when there are more utterances
+    assert texts["test_slow"] == [texts["test"][i % 3] for i in range(7)]
     for utterance in plan:
         if utterance.split == "test_slow":
             assert utterance.voice == "awb" and 1.4 <= utterance.duration_stretch <= 1.5
