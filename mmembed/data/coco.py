@@ -444,12 +444,7 @@ class CocoCaptionDataModule(TaskDataModule):
             split: self.data_dir / name
             for split, name in zip(SPLITS, (train_file, val_file, test_file), strict=True)
         }
-        extra_test_files = dict(extra_test_files or {})
-        clashing = set(extra_test_files) & set(SPLITS)
-        if clashing:
-            raise ValueError(f"extra_test_files may not reuse the split names {sorted(clashing)}")
-        self.files.update({name: self.data_dir / file for name, file in extra_test_files.items()})
-        self._test_split_names = ["test", *extra_test_files]
+        self.files.update(self.add_extra_tests("extra_test_files", extra_test_files, self.data_dir))
         self.images_dir = self.data_dir / images_dir
         self.image_size = image_size
         normalization = dict(mean=tuple(mean), std=tuple(std))
@@ -465,10 +460,6 @@ class CocoCaptionDataModule(TaskDataModule):
         self.max_caption_length = max_caption_length
         self.verify_images = verify_images
         self._records: dict[str, list[CaptionedImage]] = {}
-
-    @property
-    def test_split_names(self) -> list[str]:
-        return list(self._test_split_names)
 
     def records(self, split: str) -> list[CaptionedImage]:
         """The parsed captioned images of ``split`` ("train", "validation", "test" or a name in

@@ -24,7 +24,9 @@ tasks rely on, implemented once here:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -32,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmembed.data.sampling import training_sampler
 from mmembed.data.skips import SKIPPED, SkippedItem
+from mmembed.data.splits import SPLITS
 from mmembed.text.coverage import TextCoverage, UnrepresentedTextWarning, text_coverage
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",)}
@@ -86,6 +89,7 @@ class TaskDataModule(L.LightningDataModule):
         self.text_coverage: dict[str, TextCoverage] = {}
         # skips found at load time since take_unreported_skips() was last called
         self._unreported: dict[str, list[SkippedItem]] = {}
+        self._extra_test_names: list[str] = []
 
     # --- what subclasses provide -----------------------------------------------------------
 
@@ -108,10 +112,23 @@ class TaskDataModule(L.LightningDataModule):
 
     # --- the contract ----------------------------------------------------------------------
 
+    def add_extra_tests(
+        self, option: str, files: Mapping[str, str | PathLike] | None, data_dir: Path
+    ) -> dict[str, Path]:
+        """Register more test sets (name -> file, relative to ``data_dir`` or absolute) after
+        the main one, as the ``option`` argument named them; return their paths by name."""
+        files = dict(files or {})
+        clashing = set(files) & set(SPLITS)
+        if clashing:
+            raise ValueError(f"{option} may not reuse the split names {sorted(clashing)}")
+        self._extra_test_names = list(files)
+        return {name: data_dir / file for name, file in files.items()}
+
     @property
     def test_split_names(self) -> list[str]:
-        """The test sets, in the order ``test_dataloader`` returns their loaders."""
-        return ["test"]
+        """The test sets, in the order ``test_dataloader`` returns their loaders: ``"test"``,
+        then those given to :meth:`add_extra_tests`."""
+        return ["test", *self._extra_test_names]
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer

@@ -8,7 +8,7 @@ its batch as a counted skip (see :mod:`mmembed.data.skips`), or raises with ``st
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -229,6 +229,9 @@ class SpeechDataModule(TaskDataModule):
             manifest's own folder).
         train_manifest, val_manifest, test_manifest: manifest file names inside ``data_dir``
             (or absolute paths).
+        extra_test_manifests: more test sets, name -> manifest (e.g. ``{"test_slow":
+            "test_slow.jsonl"}``); ``test_dataloader`` then returns one loader per set, the main
+            test set first, in the order :attr:`test_split_names` names them.
         sample_rate: model rate; files at other rates are resampled.
         max_batch_duration: seconds of padded audio per batch (the GPU/CPU memory knob).
         max_batch_size: optional cap on utterances per batch.
@@ -245,6 +248,7 @@ class SpeechDataModule(TaskDataModule):
         train_manifest: str = "train.jsonl",
         val_manifest: str = "validation.jsonl",
         test_manifest: str = "test.jsonl",
+        extra_test_manifests: Mapping[str, str] | None = None,
         sample_rate: int = 16000,
         max_batch_duration: float = 160.0,
         max_batch_size: int | None = None,
@@ -265,6 +269,9 @@ class SpeechDataModule(TaskDataModule):
             "validation": self.data_dir / val_manifest,
             "test": self.data_dir / test_manifest,
         }
+        self.manifests.update(
+            self.add_extra_tests("extra_test_manifests", extra_test_manifests, self.data_dir)
+        )
         self.sample_rate = sample_rate
         self.max_batch_duration = max_batch_duration
         self.max_batch_size = max_batch_size

@@ -13,7 +13,7 @@ video, which would score that one twice).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -254,6 +254,9 @@ class VideoDataModule(TaskDataModule):
         train_split, val_split, test_split: CSV file or split folder names inside
             ``data_dir`` (or absolute). Defaults: ``train.csv``/``validation.csv``/``test.csv``
             or folders ``train``/``validation``/``test``.
+        extra_test_splits: more test sets, name -> CSV file or split folder (e.g.
+            ``{"test_ood": "test_ood.csv"}``); ``test_dataloader`` then returns one loader per
+            set, the main test set first, in the order :attr:`test_split_names` names them.
         classes_file: for the CSV layout, a file in ``data_dir`` listing the classes in label
             order; without it, the sorted labels of the training CSV. The folder layout uses
             the sorted class folders of the training split (underscores read as spaces).
@@ -280,6 +283,7 @@ class VideoDataModule(TaskDataModule):
         train_split: str | None = None,
         val_split: str | None = None,
         test_split: str | None = None,
+        extra_test_splits: Mapping[str, str] | None = None,
         classes_file: str = "classes.txt",
         frames_per_clip: int = 8,
         frame_stride: int = 2,
@@ -308,6 +312,9 @@ class VideoDataModule(TaskDataModule):
             split: self.data_dir / (names[split] or DEFAULT_SPLITS[layout][split])
             for split in SPLITS
         }
+        self.split_paths.update(
+            self.add_extra_tests("extra_test_splits", extra_test_splits, self.data_dir)
+        )
         self.classes_file = classes_file
         self.sampling = ClipSampling(frames_per_clip, frame_stride, target_fps, loop_short_videos)
         self.train_clips_per_video = train_clips_per_video

@@ -190,6 +190,29 @@ def test_datamodule_batches_tokenised_utterances(tmp_path):
         assert tokenizer.decode(batch["tokens"][row, :length].tolist()) == text
 
 
+def test_extra_test_manifests_get_a_loader_each_after_the_main_test(tmp_path):
+    records = []
+    for i, text in enumerate(["one two", "three", "four five six", "seven"]):
+        _write_wav(tmp_path / f"{i}.wav", 0.5)
+        records.append({"audio_filepath": f"{i}.wav", "text": text, "duration": 0.5})
+    for split, rows in [("train", records), ("validation", records), ("test", records[:1])]:
+        _write_manifest(tmp_path / f"{split}.jsonl", rows)
+    _write_manifest(tmp_path / "test_slow.jsonl", records[1:3])
+    _write_manifest(tmp_path / "test_espeak.jsonl", records[3:])
+    datamodule = SpeechDataModule(
+        str(tmp_path),
+        extra_test_manifests={"test_slow": "test_slow.jsonl", "test_espeak": "test_espeak.jsonl"},
+    )
+    assert datamodule.test_split_names == ["test", "test_slow", "test_espeak"]
+    datamodule.set_tokenizer(train_tokenizer(datamodule.training_texts(), kind="char"))
+    datamodule.setup("test")
+    loaders = datamodule.test_dataloader()
+    texts = [[text for batch in loader for text in batch["texts"]] for loader in loaders]
+    assert texts == [["one two"], ["three", "four five six"], ["seven"]]
+    with pytest.raises(ValueError, match="extra_test_manifests may not reuse the split names"):
+        SpeechDataModule(str(tmp_path), extra_test_manifests={"train": "test_slow.jsonl"})
+
+
 def test_speed_perturbation_changes_training_audio_length_only(tmp_path):
     from mmembed.data.speech import SpeechDataset, Utterance
 

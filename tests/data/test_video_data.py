@@ -29,7 +29,13 @@ from mmembed.datagen import video as videogen
 CLASSES = ["moving right", "moving up", "standing still"]
 # No pixel noise or distractors, so the only thing that changes between frames is the target.
 TINY = dict(
-    classes=CLASSES, videos_per_class=3, num_frames=8, size=32, max_distractors=0, noise_std=0.0
+    classes=CLASSES,
+    videos_per_class=3,
+    num_frames=8,
+    size=32,
+    max_distractors=0,
+    noise_std=0.0,
+    ood_test_videos_per_class=1,
 )
 
 
@@ -53,11 +59,13 @@ def write_csv(path, rows):
 def test_corpus_layout(corpus):
     assert (corpus / "classes.txt").read_text().splitlines() == CLASSES
     info = videogen.read_corpus_info(corpus)
-    assert info["counts"] == {split: {"videos": 3} for split in ("train", "validation", "test")}
-    for split in videogen.SPLITS:
+    splits = ("train", "validation", "test", "test_ood")
+    assert info["counts"] == {split: {"videos": 3} for split in splits}
+    for split in splits:
         entries = read_video_csv(corpus / f"{split}.csv")
         assert sorted(e.label for e in entries) == sorted(CLASSES)  # one video per class each
-        assert all(e.path.is_relative_to(corpus / "videos") for e in entries)
+        folder = "videos_test_ood" if split == "test_ood" else "videos"
+        assert all(e.path.is_relative_to(corpus / folder) and e.path.is_file() for e in entries)
     assert len(list(corpus.glob("videos/*/*.mp4"))) == 9
     assert not list(corpus.parent.glob(f".{corpus.name}.*"))  # no staging folder left
 
@@ -101,13 +109,87 @@ def test_cli_builds_the_corpus_and_reports_its_counts(tmp_path, capsys):
 
     out = tmp_path / "cli"
     cli.main(["video", "--out", str(out), "--videos-per-class", "3", "--num-frames", "2"]
-             + ["--size", "16"])  # fmt: skip
-    assert len(list(out.rglob("*.mp4"))) == 3 * len(videogen.CLASS_NAMES)
+             + ["--size", "16", "--ood-test-videos-per-class", "1"])  # fmt: skip
+    assert len(list(out.glob("videos/*/*.mp4"))) == 3 * len(videogen.CLASS_NAMES)
+    assert len(list(out.glob("videos_test_ood/*/*.mp4"))) == len(videogen.CLASS_NAMES)
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "test", "test_ood"):
         assert f"{split}: {len(videogen.CLASS_NAMES)} videos" in printed
+    cli.main(["video", "--out", str(out / "ood"), "--videos-per-class", "3", "--num-frames", "2"]
+             + ["--size", "16", "--style", "ood", "--ood-test-videos-per-class", "0"])  # fmt: skip
+    info = videogen.read_corpus_info(out / "ood")
+    assert info["spec"]["style"] == "ood" and "test_ood" not in info["counts"]
+    assert not (out / "ood" / "test_ood.csv").exists()
     assert videogen.__doc__.strip().count("\n") == 0
+
+
+def test_ood_test_leaves_the_other_splits_unchanged(tmp_path):
+    spec = dict(classes=["bouncing", "growing"], videos_per_class=2, num_frames=4, size=16)
+    plain = videogen.build_video_corpus(tmp_path / "a", **spec, ood_test_videos_per_class=0)
+    with_ood = videogen.build_video_corpus(tmp_path / "b", **spec, ood_test_videos_per_class=2)
+    files = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.is_file())
+    assert len(files) == 4 + 3 + 2  # videos, three CSVs, classes.txt, corpus.json
+    for name in files:
+        if name.name != "corpus.json":
+            assert (plain / name).read_bytes() == (with_ood / name).read_bytes(), name
+    assert len(read_video_csv(with_ood / "test_ood.csv")) == 4
+    # A corpus rendered in the OOD style has its own videos: none is a test_ood video.
+    ood_corpus = videogen.build_video_corpus(tmp_path / "c", **spec, style="ood")
+    test_ood = {p.read_bytes() for p in with_ood.glob("videos_test_ood/*/*.mp4")}
+    assert test_ood and not test_ood & {p.read_bytes() for p in ood_corpus.glob("videos/*/*.mp4")}
+    with pytest.raises(ValueError, match="unknown video style 'fancy'"):
+        videogen.build_video_corpus(tmp_path / "d", **spec, style="fancy")
+
+
+def _texture(frame: np.ndarray) -> tuple[int, float]:
+    """Distinct colours, and the share of sharp horizontal steps (summed over channels)."""
+    colours = len(np.unique(frame.reshape(-1, 3), axis=0))
+    steps = np.abs(np.diff(frame.astype(int), axis=1)).sum(axis=-1)
+    return colours, float((steps > 40).mean())
+
+
+def test_ood_style_has_other_textures_shapes_and_sizes():
+    base = int(np.random.randint(1 << 30))  # varies with MMEMBED_TEST_SEED
+    for index in range(20):
+        class_name = videogen.CLASS_NAMES[index % len(videogen.CLASS_NAMES)]
+        textures = {
+            style: _texture(
+                videogen.render_video(
+                    class_name, np.random.default_rng([base, index]), 2, 64, 0, 0.0, style
+                )[0]
+            )
+            for style in videogen.STYLES
+        }
+        # default: smooth colour noise; ood: two-colour checkerboards with sharp edges
+        assert textures["default"][0] > 800 and textures["ood"][0] < 200, textures
+        assert textures["default"][1] < 0.06 and textures["ood"][1] > 0.09, textures
+
+    def tracks(class_name, style):
+        return [
+            videogen._target_track(
+                class_name, np.random.default_rng([base, i]), 8, 64, videogen.STYLES[style]
+            )
+            for i in range(30)
+        ]
+
+    for class_name in videogen.CLASS_NAMES:
+        default, ood = tracks(class_name, "default"), tracks(class_name, "ood")
+        assert {t.shape for t in default} <= set(videogen.SHAPES)
+        assert {t.shape for t in ood} <= set(videogen.OOD_SHAPES)
+        assert not set(videogen.SHAPES) & set(videogen.OOD_SHAPES)
+        # every size an OOD target takes (at its start and end) lies outside the default range
+        for frame in (0, -1):
+            seen = [t.radius[frame] for t in default]
+            assert all(not min(seen) <= t.radius[frame] <= max(seen) for t in ood), class_name
+    distractors = {
+        style: [
+            videogen._distractor_track(np.random.default_rng([base, i]), 4, 64, look).radius[0]
+            for i in range(30)
+        ]
+        for style, look in videogen.STYLES.items()
+    }
+    assert max(distractors["ood"]) < min(distractors["default"])
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -328,6 +410,20 @@ def test_datamodule_batches(corpus):
     assert batches[0]["clips"].shape == (2, 2, 3, 4, 24, 24)
     assert torch.cat([b["video_indices"] for b in batches]).tolist() == [0, 1, 2]
     assert sorted(torch.cat([b["labels"] for b in batches]).tolist()) == [0, 1, 2]
+
+
+def test_datamodule_scores_extra_test_splits(corpus):
+    data = VideoDataModule(
+        corpus, frames_per_clip=4, size=24, extra_test_splits={"test_ood": "test_ood.csv"}
+    )
+    assert data.test_split_names == ["test", "test_ood"]
+    data.setup("test")
+    test, test_ood = data.test_dataloader()
+    assert len(test.dataset) == len(test_ood.dataset) == len(CLASSES)
+    ood_paths = {video.path for video in test_ood.dataset.videos}
+    assert all(path.is_relative_to(corpus / "videos_test_ood") for path in ood_paths)
+    with pytest.raises(ValueError, match="extra_test_splits may not reuse the split names"):
+        VideoDataModule(corpus, extra_test_splits={"validation": "test_ood.csv"})
 
 
 def test_corpus_step_builds_once_then_the_datamodule_reads_it(tmp_path, monkeypatch):
