@@ -8,10 +8,9 @@ from os import PathLike
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mmembed.ops.embed_project import check_ids, cost_model, embed_project
+from mmembed.ops.embed_project import checked_ids, cost_model, embed_project
 
 Backend = Literal["auto", "triton", "torch"]
 Strategy = Literal["auto", "direct", "folded"]
@@ -32,17 +31,19 @@ class SharedEmbedding(nn.Module):
             ``nn.Embedding`` (so it outputs just the bias).
         max_norm: rows looked up with a norm above this are renormalised in place first,
             as in ``nn.Embedding``. ``norm_type`` is the p of that norm.
-        backend: ``"triton"``: the ``mmembed::embed_project`` op (Triton kernels on CUDA, its
-            torch reference elsewhere); ``"torch"``: plain ``F.embedding`` + ``F.linear``;
-            ``"auto"``: triton on CUDA tensors, torch otherwise.
+        backend: ``"triton"``: the Triton kernels (on CUDA; the torch path elsewhere);
+            ``"torch"``: the same plans in torch ops; ``"auto"``: per device and shape class,
+            whichever the recorded benchmarks show faster (the table ``AUTO`` in
+            :mod:`mmembed.ops.embed_project.cost_model`; today the torch path everywhere).
         strategy: ``"direct"`` gathers rows into the GEMM; ``"folded"`` projects the whole table
             once (V x D x H) and gathers from it, cheaper when V is small relative to the number
-            of ids; ``"auto"`` picks by a roofline cost model
-            (:mod:`mmembed.ops.embed_project.cost_model`).
-        deterministic: bitwise-repeatable backward (sorted segment sums instead of float
-            atomics). Also on when ``torch.use_deterministic_algorithms(True)``.
-        check_ids: validate ids on the host before any kernel reads memory (one sync). Turn off
-            for speed once inputs are trusted; kernels still never read outside the table.
+            of ids; ``"auto"`` picks by the roofline cost model.
+        deterministic: accepted for configs that set it; every path of this layer already has a
+            bitwise-repeatable backward (no float atomics anywhere), so it changes nothing.
+        check_ids: raise ``IndexError`` naming an id outside ``[0, num_embeddings)`` and its
+            position, in eager mode and in compiled and exported graphs alike (one host sync).
+            Off: nothing is checked, and such an id reads as an all-zero table row (the output
+            is the bias) that receives no gradient.
     """
 
     def __init__(
@@ -128,24 +129,18 @@ class SharedEmbedding(nn.Module):
             parts.append(f"backend={self.backend!r}")
         if self.strategy != "auto":
             parts.append(f"strategy={self.strategy!r}")
-        if self.deterministic:
-            parts.append("deterministic=True")
         return ", ".join(parts)
 
     # ----------------------------------------------------------------------------------------
-    def _resolve_backend(self, ids: torch.Tensor) -> str:
-        if self.backend == "auto":
-            return "triton" if ids.device.type == "cuda" else "torch"
-        return self.backend
-
-    def _use_folded(self, num_ids) -> bool:
-        if self.projection is None or self.strategy == "direct":
-            return False
-        if self.strategy == "folded":
-            return True
-        return cost_model.prefer_folded(
-            num_ids, self.num_embeddings, self.embedding_dim, self.out_features
-        )
+    def plan(self, num_ids, dtype: torch.dtype | None = None) -> cost_model.Plan:
+        """How a call with ``num_ids`` ids computes on the table's device: backend, whether it
+        folds, and the shape class (:func:`mmembed.ops.embed_project.cost_model.plan`)."""
+        if dtype is None:
+            dtype = self.weight.dtype if self.projection is None else self.projection.weight.dtype
+        return cost_model.plan(
+            num_ids, self.num_embeddings, self.embedding_dim, self.out_features, dtype,
+            self.weight.device, self.backend, self.strategy,
+        )  # fmt: skip
 
     def _validate_ids(self, ids: torch.Tensor) -> None:
         if ids.dtype not in (torch.int32, torch.int64):
@@ -169,34 +164,28 @@ class SharedEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``(*ids.shape)`` int ids -> ``(*ids.shape, output_dim)``."""
         self._validate_ids(ids)
-        if self.check_ids and not torch.compiler.is_compiling():
-            check_ids(ids, self.num_embeddings)
+        shape = ids.shape
+        if self.check_ids:  # an op, so compiled and exported graphs keep the check
+            ids = checked_ids(ids, self.num_embeddings)
+        flat = ids.reshape(-1)
         if self.max_norm is not None:
             with torch.no_grad():
-                torch.embedding_renorm_(
-                    self.weight, ids.reshape(-1).contiguous(), self.max_norm, self.norm_type
-                )
+                torch.embedding_renorm_(self.weight, flat.contiguous(), self.max_norm, self.norm_type)
 
-        if self._resolve_backend(ids) == "torch":
-            rows = F.embedding(ids, self.weight, self.padding_idx)
-            if self.projection is None:
-                return rows
-            # F.linear directly: a nested module call costs more than the lookup on small batches
-            return F.linear(rows, self.projection.weight, self.projection.bias)
-
-        flat = ids.reshape(-1)
         proj_weight, bias = self._projection_params()
+        dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype
+        plan = self.plan(flat.shape[0], dtype)
         out = embed_project(
             flat,
             self.weight,
             proj_weight,
             bias,
             -1 if self.padding_idx is None else self.padding_idx,
-            self._use_folded(flat.shape[0]),
-            self.deterministic or torch.are_deterministic_algorithms_enabled(),
-            False,  # checked above, with the position in the caller's shape
+            plan.fold,
+            plan.backend == "triton",
+            not self.check_ids,
         )
-        return out.reshape(*ids.shape, out.shape[-1])
+        return out.reshape(*shape, out.shape[-1])
 
     # ----------------------------------------------------------------------------------------
     def projected_table(self) -> torch.Tensor:
