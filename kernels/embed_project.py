@@ -326,58 +326,60 @@ def onehot_sum(x: torch.Tensor, ids: torch.Tensor, num_rows: int) -> torch.Tenso
 @triton.jit
 def _segment_pieces_kernel(
     order_ptr, bounds_ptr, pieces_ptr, first_ptr, piece_run_ptr, x_ptr, out_ptr, part_ptr,
-    R, H, stride_x, stride_out, padding_idx,
-    CHUNK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+    P, R, H, stride_x, stride_out, padding_idx,
+    CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
-    # Program p sums piece k of run v (rows bounds[v] + k*CHUNK .. at most CHUNK further): into
-    # S[v] directly when the run is one piece, else into partial row p for the second pass.
-    p = tl.program_id(0)
+    # Piece p is piece k of run v: sorted rows bounds[v] + k*CHUNK .. (at most CHUNK of them).
+    # A program sums BLOCK_P pieces side by side, each in row order, into S[v] directly when
+    # the run is one piece, else into partial row p for the second pass.
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_mask = offs_h < H
-    run = tl.load(piece_run_ptr + p)
+    run = tl.load(piece_run_ptr + offs_p, mask=offs_p < P, other=R)
     active = run < R
     run = tl.where(active, run, 0)
-    lo = tl.load(bounds_ptr + run) + (p - tl.load(first_ptr + run)) * CHUNK
-    hi = tl.where(active, tl.minimum(lo + CHUNK, tl.load(bounds_ptr + run + 1)), lo)
-    acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
-    for r0 in range(lo, hi, BLOCK_R):
-        offs_r = r0 + tl.arange(0, BLOCK_R)
-        r_mask = offs_r < hi
-        src = tl.load(order_ptr + offs_r, mask=r_mask, other=0).to(tl.int64)
+    lo = tl.load(bounds_ptr + run) + (offs_p - tl.load(first_ptr + run)) * CHUNK
+    length = tl.where(active, tl.minimum(tl.load(bounds_ptr + run + 1) - lo, CHUNK), 0)
+    acc = tl.zeros((BLOCK_P, BLOCK_H), dtype=tl.float32)
+    for r in range(0, tl.max(length, axis=0)):
+        r_mask = r < length
+        src = tl.load(order_ptr + lo + r, mask=r_mask, other=0).to(tl.int64)
         vals = tl.load(
             x_ptr + src[:, None] * stride_x + offs_h[None, :],
             mask=r_mask[:, None] & h_mask[None, :],
             other=0.0,
         )
-        acc += tl.sum(vals.to(tl.float32), axis=0)
+        acc += vals.to(tl.float32)
     pieces = tl.load(pieces_ptr + run)
-    row = tl.where(run == padding_idx, 0.0, acc)
-    out = out_ptr + run.to(tl.int64) * stride_out + offs_h
-    tl.store(out, row.to(out_ptr.dtype.element_ty), mask=h_mask & active & (pieces == 1))
-    tl.store(part_ptr + p.to(tl.int64) * H + offs_h, acc, mask=h_mask & active & (pieces > 1))
+    rows = tl.where((run == padding_idx)[:, None], 0.0, acc)
+    out = out_ptr + run[:, None].to(tl.int64) * stride_out + offs_h[None, :]
+    single = (active & (pieces == 1))[:, None] & h_mask[None, :]
+    tl.store(out, rows.to(out_ptr.dtype.element_ty), mask=single)
+    part = part_ptr + offs_p[:, None].to(tl.int64) * H + offs_h[None, :]
+    tl.store(part, acc, mask=(active & (pieces > 1))[:, None] & h_mask[None, :])
 
 
 @triton.jit
 def _segment_finish_kernel(
-    pieces_ptr, first_ptr, part_ptr, out_ptr, H, stride_out, padding_idx,
-    BLOCK_H: tl.constexpr,
+    pieces_ptr, first_ptr, part_ptr, out_ptr, R, H, stride_out, padding_idx,
+    BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
-    # Row v of S: zeros for an empty run, its partials summed in chunk order for a long one;
-    # single-piece runs were written by the first pass.
-    v = tl.program_id(0)
+    # Rows of S the first pass did not write: zeros for empty runs, the partials of a long run
+    # summed in chunk order.
+    offs_v = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    v_mask = offs_v < R
     h_mask = offs_h < H
-    pieces = tl.load(pieces_ptr + v)
-    first = tl.load(first_ptr + v)
-    stop = tl.where(pieces > 1, first + pieces, first)
-    acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
-    ptrs = part_ptr + first.to(tl.int64) * H + offs_h
-    for _ in range(first, stop):
-        acc += tl.load(ptrs, mask=h_mask, other=0.0)
-        ptrs += H
-    row = tl.where(v == padding_idx, 0.0, acc)
-    out = out_ptr + v.to(tl.int64) * stride_out + offs_h
-    tl.store(out, row.to(out_ptr.dtype.element_ty), mask=h_mask & (pieces != 1))
+    pieces = tl.load(pieces_ptr + offs_v, mask=v_mask, other=1)
+    first = tl.load(first_ptr + offs_v, mask=v_mask, other=0)
+    count = tl.where(pieces > 1, pieces, 0)
+    acc = tl.zeros((BLOCK_V, BLOCK_H), dtype=tl.float32)
+    for j in range(0, tl.max(count, axis=0)):
+        part = part_ptr + (first + j)[:, None].to(tl.int64) * H + offs_h[None, :]
+        acc += tl.load(part, mask=(j < count)[:, None] & h_mask[None, :], other=0.0)
+    rows = tl.where((offs_v == padding_idx)[:, None], 0.0, acc)
+    out = out_ptr + offs_v[:, None].to(tl.int64) * stride_out + offs_h[None, :]
+    tl.store(out, rows.to(out_ptr.dtype.element_ty), mask=(v_mask & (pieces != 1))[:, None] & h_mask[None, :])
 
 
 def segment_sum(
@@ -388,33 +390,37 @@ def segment_sum(
     id is v; row ``padding_idx`` is zero. ``ids`` are int32; ids in ``[num_rows, ...)`` (the
     sentinel of :func:`masked_ids` when ``num_rows`` excludes it) are dropped.
 
-    Stable sort, run bounds by ``searchsorted``; runs are cut into ``chunk``-row pieces, one
-    program each, so one frequent id does not serialise the kernel on a single program.
+    Stable sort, run bounds by ``searchsorted``; runs are cut into ``chunk``-row pieces summed
+    side by side, so one frequent id does not serialise the kernel on a single program.
     """
     N, H = x.shape
     out = torch.empty((num_rows, H), device=x.device, dtype=dtype)
-    chunk = chunk or (64 if interpreting() else 256)
+    chunk = chunk or 256
     sorted_ids, order = torch.sort(ids, stable=True)
     targets = torch.arange(num_rows + 1, device=x.device, dtype=torch.int32)
     bounds = torch.searchsorted(sorted_ids, targets, out_int32=True)
     pieces = (bounds[1:] - bounds[:-1] + (chunk - 1)) // chunk
     ends = torch.cumsum(pieces, 0, dtype=torch.int32)
     first = ends - pieces
-    programs = triton.cdiv(N, chunk) + min(num_rows, N)
+    programs = triton.cdiv(N, chunk) + min(num_rows, N)  # at least the number of pieces
     slots = torch.arange(programs, device=x.device, dtype=torch.int32)
     piece_run = torch.searchsorted(ends, slots, right=True, out_int32=True)
     part = torch.empty((programs, H), device=x.device, dtype=torch.float32)
-    bh = _pow2(H, 16, 1024)
-    # rows a program loads at once: about the mean run length (ids spread over the table)
-    br = _pow2(N // max(min(num_rows, N), 1), 2, 32) if not interpreting() else 64
-    warps = 4 if bh <= 256 else 8
+    if interpreting():  # few, large programs
+        bp, bv, bh = 128, 128, _pow2(H, 16, 1024)
+    else:
+        bh = _pow2(H, 16, 256)
+        bp = bv = 8192 // bh
+    warps = 4 if bh <= 128 else 8
     if programs:
-        _launcher(_segment_pieces_kernel, x.is_cuda)[(programs, triton.cdiv(H, bh))](
+        grid = (triton.cdiv(programs, bp), triton.cdiv(H, bh))
+        _launcher(_segment_pieces_kernel, x.is_cuda)[grid](
             order, bounds, pieces, first, piece_run, x, out, part,
-            num_rows, H, x.stride(0), out.stride(0), padding_idx,
-            CHUNK=chunk, BLOCK_R=br, BLOCK_H=bh, num_warps=warps,
+            programs, num_rows, H, x.stride(0), out.stride(0), padding_idx,
+            CHUNK=chunk, BLOCK_P=bp, BLOCK_H=bh, num_warps=warps,
         )  # fmt: skip
-    _launcher(_segment_finish_kernel, x.is_cuda)[(num_rows, triton.cdiv(H, bh))](
-        pieces, first, part, out, H, out.stride(0), padding_idx, BLOCK_H=bh, num_warps=warps
-    )
+    _launcher(_segment_finish_kernel, x.is_cuda)[(triton.cdiv(num_rows, bv), triton.cdiv(H, bh))](
+        pieces, first, part, out, num_rows, H, out.stride(0), padding_idx,
+        BLOCK_V=bv, BLOCK_H=bh, num_warps=warps,
+    )  # fmt: skip
     return out
