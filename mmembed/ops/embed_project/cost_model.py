@@ -228,25 +228,26 @@ def roofline_ms(
     shape: tuple[int, int, int, int], dtype: str, mode: str, device: DeviceSpec,
     distinct: float | None = None,
 ) -> float:  # fmt: skip
-    """The compulsory minimum time of ``(V, D, H, N)`` on ``device``, in ms.
+    """The compulsory minimum time of ``(V, D, H, N)`` on ``device``, in ms: the faster of the
+    direct and the folded plan, each ``max(flops / peak, bytes / bandwidth)``.
 
-    Forward (the anchors' limit): max(2NDH / peak, bytes / bandwidth), bytes = (N*D + D*H + N*H)
-    elements + 8 bytes an id. Forward+backward with the sum-by-id backward: the forward GEMM on
-    min(N, V) rows (direct or folded), dW and dE on the U distinct ids (``distinct``, default the
-    expectation for uniform ids), dY read once and the dense dE written once. With the table's
-    measured bandwidths this gives, H100 / H200 ms: chars-asr 0.045 / 0.034, albert 0.096 /
-    0.072, caption 0.045 / 0.045, gpt2 0.066 / 0.066, llama 0.256 / 0.256 (anchors.md
-    "revisited" used datasheet peaks, 989 TFLOP/s and 3.35 / 4.8 TB/s, hence its lower figures).
+    Forward, direct (the anchors' limit): 2NDH FLOPs, (N*D + D*H + N*H) elements + 8 bytes an
+    id; folded: 2VDH FLOPs, the table, W, T and the N output rows. Forward+backward adds the
+    sum-by-id backward: dW and dE on the U distinct ids (``distinct``, default the expectation
+    for uniform ids), dY read once, the dense dE written once. With the table's measured
+    bandwidths, fwd+bwd on H100 / H200 in ms: chars-asr 0.045 / 0.034, albert 0.095 / 0.071,
+    caption 0.062 / 0.046, gpt2 0.066 / 0.066, llama 0.256 / 0.256 (anchors.md "revisited"
+    used datasheet peaks, 989 TFLOP/s and 3.35 / 4.8 TB/s, hence its lower figures).
     """
     v, d, h, n = shape
     item = ITEM_BYTES[dtype]
-    peak = device.peak_flops[dtype]
-    moved = item * (n * d + d * h + n * h) + 8 * n
-    forward = max(2 * n * d * h / peak, moved / device.bandwidth) * 1e3
-    if mode == "fwd":
-        return forward
     u = expected_distinct(n, v) if distinct is None else distinct
-    rows = min(n, v)
-    flops = 2 * rows * d * h + 4 * u * d * h
-    moved = item * (2 * n * h + 2 * d * h + v * d + (0 if v < n else 2 * n * d)) + 8 * n
-    return max(flops / peak, moved / device.bandwidth) * 1e3
+    backward = mode != "fwd"
+    plans = []
+    for rows, gathered in ((n, n * d), (v, v * d + v * h)):  # direct, folded
+        flops = 2 * rows * d * h + (4 * min(u, rows) * d * h if backward else 0)
+        moved = item * (gathered + d * h + n * h) + 8 * n
+        if backward:
+            moved += item * (n * h + v * d + (n * d if rows == n else v * h))
+        plans.append(max(flops / device.peak_flops[dtype], moved / device.bandwidth) * 1e3)
+    return min(plans)

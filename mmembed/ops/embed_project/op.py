@@ -126,7 +126,7 @@ def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold
             return kernels.segment_sum(x, ids, rows, dtype, pad)
         sums = kernels.onehot_sum(x, ids, rows)
         if 0 <= pad < rows:
-            sums = sums.index_fill(0, torch.tensor([pad], device=x.device), 0)
+            sums[pad] = 0  # a fresh tensor; a filled index would cost a host-to-device copy
         return sums.to(dtype)
 
     if proj_weight is None:
@@ -139,7 +139,7 @@ def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold
         if table_grad:
             d_table = (s @ proj_weight).to(weight.dtype)
             if 0 <= padding_idx < num_rows:
-                d_table = d_table.index_fill(0, torch.tensor([padding_idx], device=s.device), 0)
+                d_table[padding_idx] = 0
         if proj_grad:
             d_proj = s.t() @ weight.to(proj_weight.dtype)
             d_bias = sums.sum(0, dtype=torch.float32).to(proj_weight.dtype) if has_bias else None

@@ -69,9 +69,10 @@ def sum_by_id(x: torch.Tensor, ids: torch.Tensor, num_rows: int) -> torch.Tensor
 
 
 def _table_grad(d_rows: torch.Tensor, weight: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """``d_rows`` (a fresh tensor) as dE: the table's dtype, the padding row zero."""
     d_table = d_rows.to(weight.dtype)
     if 0 <= padding_idx < weight.shape[0]:
-        d_table = d_table.index_fill(0, torch.tensor([padding_idx], device=weight.device), 0)
+        d_table[padding_idx] = 0
     return d_table
 
 

@@ -84,12 +84,16 @@ def test_a_symbolic_batch_keeps_the_direct_plan():
 
 @pytest.mark.parametrize("name", ANCHORS)
 def test_roofline_reproduces_the_anchor_forward_limits(name):
-    shape, forward_ms, _ = ANCHORS[name]
+    shape, forward_ms, klass = ANCHORS[name]
     h100 = cost_model.device_spec("H100")
-    assert cost_model.roofline_ms(shape, "bf16", "fwd", h100) == pytest.approx(forward_ms, abs=1.5e-3)
+    forward = cost_model.roofline_ms(shape, "bf16", "fwd", h100)
+    if klass == LARGE:  # the direct plan: the anchors' figure
+        assert forward == pytest.approx(forward_ms, abs=1.5e-3)
+    else:  # folding reads V table rows instead of N: below it
+        assert forward < forward_ms
     # sum-by-id: the forward+backward minimum is above the forward one and below the old 3x
     both = cost_model.roofline_ms(shape, "bf16", "fwd+bwd", h100)
-    assert forward_ms - 1.5e-3 < both < 3 * cost_model.roofline_ms(shape, "bf16", "fwd", h100)
+    assert forward < both < 3 * forward_ms
 
 
 def test_roofline_counts_distinct_ids():
