@@ -91,10 +91,10 @@ class Case:
 
 
 def time_ms(fns: dict, device: str, reps: int) -> dict[str, float]:
-    """Median wall time in ms of each function.
-
-    On CPU the candidates are timed in interleaved rounds so that clock and cache drift (and
-    other processes on shared cores) hit them alike; on CUDA triton.testing.do_bench.
+    """Median time in ms of each function: on CUDA triton.testing.do_bench; on CPU the
+    process's CPU time (time.process_time), in interleaved rounds so that clock and cache drift
+    hit the candidates alike. CPU time, not wall time: on shared cores a long call is preempted
+    more often than a short one, which would inflate wall-time ratios in favour of the faster.
     """
     if device == "cuda":
         import triton.testing
@@ -109,9 +109,9 @@ def time_ms(fns: dict, device: str, reps: int) -> dict[str, float]:
             fn()
     for _ in range(reps):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
+            samples[name].append((time.process_time() - start) * 1e3)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -312,7 +312,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
         device_name = f"{platform.processor() or platform.machine()} CPU, {args.threads} thread(s)"
         spec_name = "cpu"
-    header = (f"Device: {device_name}; torch {torch.__version__}; date {date.today()}; median ms; "
+    clock = "do_bench median ms" if on_gpu else "median CPU ms (process time)"
+    header = (f"Device: {device_name}; torch {torch.__version__}; date {date.today()}; {clock}; "
               f"check_ids={check_ids}; reps={reps}")  # fmt: skip
     print(header, flush=True)
     if not on_gpu:

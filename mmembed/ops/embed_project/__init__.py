@@ -14,6 +14,7 @@ The public face is :class:`mmembed.SharedEmbedding`; tests mirror this folder in
 ``tests/ops/embed_project/``.
 """
 
+from mmembed.ops.embed_project import torch_path
 from mmembed.ops.embed_project.op import (
     check_ids,
     checked_ids,
@@ -22,4 +23,11 @@ from mmembed.ops.embed_project.op import (
     uses_kernels,
 )
 
-__all__ = ["check_ids", "checked_ids", "embed_project", "embed_project_backward", "uses_kernels"]
+__all__ = [
+    "check_ids",
+    "checked_ids",
+    "embed_project",
+    "embed_project_backward",
+    "torch_path",
+    "uses_kernels",
+]

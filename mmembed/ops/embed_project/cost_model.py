@@ -219,6 +219,9 @@ def plan(
     return Plan(backend, fold and out_dim is not None, klass)
 
 
+cached_plan = functools.lru_cache(maxsize=1024)(plan)
+
+
 def expected_distinct(num_ids: int, num_rows: int) -> float:
     """Expected number of distinct ids among ``num_ids`` uniform draws from ``num_rows``."""
     return num_rows * -math.expm1(-num_ids / num_rows)

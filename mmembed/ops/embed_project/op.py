@@ -107,7 +107,7 @@ def embed_project(
         weight, ids = weight.contiguous(), ids.contiguous()
         proj_weight = proj_weight.contiguous() if proj_weight is not None else None
         return _kernel_forward(ids, weight, proj_weight, bias, fold)
-    return torch_path.forward(ids, weight, proj_weight, bias, fold, mask)
+    return torch_path.forward(ids, weight, proj_weight, bias, fold, mask, padding_idx)
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,17 @@
-"""The op's plans in torch ops: what runs on CPU, on CUDA where :data:`cost_model.AUTO` picks
-the torch path, and what ``torch.compile`` traces on any device where the kernels do not run.
+"""The op's plans in torch ops: the layer's torch backend (CPU, and CUDA where
+:data:`cost_model.AUTO` picks it), and the body of the op wherever its kernels do not run.
 
-Same algebra as the kernels (:mod:`.cost_model`): the folded plan gathers rows of
-``T = E @ W.T + b`` and sums dY by id into S (``index_add_`` on CPU; on CUDA the sorted,
-deterministic reduction of ``nn.Embedding``'s backward), then ``dE = S @ W``, ``dW = S.T @ E``,
-``db = S.sum(0)``. The direct plan is eager's: ``E[ids] @ W.T + b``, then ``dX = dY @ W`` summed
-by id. CPU GEMMs run in :func:`cost_model.cpu_gemm_dtype` (fp32 for bf16 on CPUs without
-native bf16). With ``mask`` (the host id check was off), ids outside the table read a zero
-row and pass no gradient to the table, as in the kernels.
+:func:`forward` is differentiable, and its autograd *is* the sum-by-id backward: the folded
+plan ``F.embedding(ids, T)`` with ``T = addmm(b, E, W.T)`` sums dY by id into S (the embedding
+backward: sorted and deterministic on CUDA, serial on CPU), then the addmm backward gives
+``dE = S @ W``, ``dW = S.T @ E``, ``db = S.sum(0)``. The direct plan is eager's. The layer calls
+it under autograd (saving rows as eager does, no custom-op dispatch); the op, whose bodies run
+below autograd, pairs it with the explicit :func:`backward`.
+
+CPU GEMMs run in :func:`cost_model.cpu_gemm_dtype` (fp32 for bf16 on CPUs without native bf16;
+the folded plan then also gathers and sums by id in fp32, more accurate than a bf16 embedding
+backward). With ``mask`` (the id check was off), ids outside the table read a zero row and pass
+no gradient to the table, as in the kernels.
 """
 
 from __future__ import annotations
@@ -26,34 +30,45 @@ def _valid(ids: torch.Tensor, num_rows: int) -> torch.Tensor:
     return (ids >= 0) & (ids < num_rows)
 
 
-def _rows(ids: torch.Tensor, table: torch.Tensor, mask: bool) -> torch.Tensor:
+def _rows(ids: torch.Tensor, table: torch.Tensor, mask: bool, padding_idx: int = -1):
     """``table[ids]``, with zero rows for ids outside the table when ``mask``."""
+    pad = padding_idx if padding_idx >= 0 else None
     if not mask:
-        return F.embedding(ids, table)
+        return F.embedding(ids, table, pad)
     valid = _valid(ids, table.shape[0])
-    rows = F.embedding(torch.where(valid, ids, 0), table)
+    rows = F.embedding(torch.where(valid, ids, 0), table, pad)
     return torch.where(valid[:, None], rows, 0)
 
 
-def forward(ids, weight, proj_weight, bias, fold: bool, mask: bool) -> torch.Tensor:
-    """``weight[ids] @ proj_weight.T + bias`` (a lookup when ``proj_weight`` is None)."""
+def _without_padding_grad(weight: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    # the padding row keeps its value but gets no gradient (nn.Embedding's padding_idx)
+    if not (0 <= padding_idx < weight.shape[0] and weight.requires_grad):
+        return weight
+    row = torch.arange(weight.shape[0], device=weight.device)[:, None] == padding_idx
+    return torch.where(row, weight.detach(), weight)
+
+
+def forward(ids, weight, proj_weight, bias, fold: bool, mask: bool, padding_idx: int = -1):
+    """``weight[ids] @ proj_weight.T + bias`` (a lookup when ``proj_weight`` is None), with
+    ``nn.Embedding``'s padding row and the result in the projection's dtype."""
     if proj_weight is None:
-        return _rows(ids, weight, mask)
+        return _rows(ids, weight, mask, padding_idx)
     out_dtype = proj_weight.dtype
     dtype = gemm_dtype(out_dtype, weight.device)
     w = proj_weight.to(dtype)
     b = bias.to(dtype) if bias is not None else None
-    if fold:
-        table = weight.to(dtype)
-        table = (torch.addmm(b, table, w.t()) if b is not None else table @ w.t()).to(out_dtype)
-        if not mask:
-            return F.embedding(ids, table)
-        zero_row = bias[None] if bias is not None else table.new_zeros((1, table.shape[1]))
-        table = torch.cat([table, zero_row.to(out_dtype)])
-        num_rows = weight.shape[0]
-        return F.embedding(torch.where(_valid(ids, num_rows), ids, num_rows), table)
-    rows = _rows(ids, weight, mask).to(dtype)
-    return F.linear(rows, w, b).to(out_dtype)
+    if not fold:
+        rows = _rows(ids, weight, mask, padding_idx).to(dtype)
+        return F.linear(rows, w, b).to(out_dtype)
+    table = _without_padding_grad(weight, padding_idx).to(dtype)
+    table = torch.addmm(b, table, w.t()) if b is not None else table @ w.t()
+    if dtype != out_dtype:  # round the table as a low-precision GEMM would
+        table = table.to(out_dtype).to(dtype)
+    if mask:  # ids outside the table read the projected zero row: the bias
+        zero_row = b[None] if b is not None else table.new_zeros((1, table.shape[1]))
+        table = torch.cat([table, zero_row])
+        ids = torch.where(_valid(ids, weight.shape[0]), ids, weight.shape[0])
+    return F.embedding(ids, table).to(out_dtype)
 
 
 def sum_by_id(x: torch.Tensor, ids: torch.Tensor, num_rows: int) -> torch.Tensor:
