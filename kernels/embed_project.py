@@ -207,7 +207,8 @@ def _direct_configs():
     return [
         triton.Config(
             {"BLOCK_N": bn, "BLOCK_H": bh, "BLOCK_D": bd, "GROUP_N": 8, "H_TILES": ht},
-            num_warps=w, num_stages=s,
+            num_warps=w,
+            num_stages=s,
         )  # fmt: skip
         for bn, bh, bd, ht, w, s in shapes
     ]
@@ -379,7 +380,8 @@ def _segment_finish_kernel(
         acc += tl.load(part, mask=(j < count)[:, None] & h_mask[None, :], other=0.0)
     rows = tl.where((offs_v == padding_idx)[:, None], 0.0, acc)
     out = out_ptr + offs_v[:, None].to(tl.int64) * stride_out + offs_h[None, :]
-    tl.store(out, rows.to(out_ptr.dtype.element_ty), mask=(v_mask & (pieces != 1))[:, None] & h_mask[None, :])
+    todo = (v_mask & (pieces != 1))[:, None] & h_mask[None, :]
+    tl.store(out, rows.to(out_ptr.dtype.element_ty), mask=todo)
 
 
 def segment_sum(

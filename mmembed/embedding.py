@@ -180,7 +180,9 @@ class SharedEmbedding(nn.Module):
         flat = ids.reshape(-1)
         if self.max_norm is not None:
             with torch.no_grad():
-                torch.embedding_renorm_(self.weight, flat.contiguous(), self.max_norm, self.norm_type)
+                torch.embedding_renorm_(
+                    self.weight, flat.contiguous(), self.max_norm, self.norm_type
+                )
 
         proj_weight, bias = self._projection_params()
         dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype

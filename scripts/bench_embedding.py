@@ -188,8 +188,13 @@ def bench_case(case: Case, device: str, reps: int, use_compile: bool, check_ids:
     det_layer = layer_with(deterministic=True)
     fns = {
         "mmembed": make_runner(lambda: layer(ids), params, case.mode, grad),
-        "mmembed det": make_runner(lambda: det_layer(ids), list(det_layer.parameters()),
-                                   case.mode, grad, deterministic=True),  # fmt: skip
+        "mmembed det": make_runner(
+            lambda: det_layer(ids),
+            list(det_layer.parameters()),
+            case.mode,
+            grad,
+            deterministic=True,
+        ),  # fmt: skip
         "eager": make_runner(eager, params, case.mode, grad),
         "eager folded": make_runner(folded, params, case.mode, grad),
         "gemm": make_runner(gemm, [], "fwd", grad),
@@ -204,7 +209,9 @@ def bench_case(case: Case, device: str, reps: int, use_compile: bool, check_ids:
     if device == "cuda":
         for name, kw in (("triton", dict(backend="triton")), ("torch path", dict(backend="torch"))):
             other = layer_with(**kw)
-            fns[name] = make_runner(lambda m=other: m(ids), list(other.parameters()), case.mode, grad)
+            fns[name] = make_runner(
+                lambda m=other: m(ids), list(other.parameters()), case.mode, grad
+            )
         if plan.shape_class == cost_model.LARGE:
             fused = layer_with(backend="triton")
             run_fused = make_runner(lambda: fused(ids), list(fused.parameters()), case.mode, grad)
@@ -336,7 +343,7 @@ def main(argv=None) -> None:
     table = format_table(cases)
     text = f"\n{header}\n\n{table}\n"
     if on_gpu:
-        text += "\nEntries these measurements support:\n\n" + suggest_tables(cases, spec_name) + "\n"
+        text += f"\nEntries these measurements support:\n\n{suggest_tables(cases, spec_name)}\n"
     print(text)
     if args.markdown:
         with open(args.markdown, "a") as f:

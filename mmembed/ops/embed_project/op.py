@@ -80,8 +80,8 @@ def _kernel_forward(ids, weight, proj_weight, bias, fold: bool) -> torch.Tensor:
         return kernels.gather_rows(ids, weight)
     if not fold:
         return _direct_forward(ids, weight, proj_weight, bias)
-    table = weight.to(proj_weight.dtype)
-    table = torch.addmm(bias, table, proj_weight.t()) if bias is not None else table @ proj_weight.t()
+    table, w_t = weight.to(proj_weight.dtype), proj_weight.t()
+    table = torch.addmm(bias, table, w_t) if bias is not None else table @ w_t
     # an id outside the table reads the projected zero row: the bias
     return kernels.gather_rows(ids, table, fill=bias)
 

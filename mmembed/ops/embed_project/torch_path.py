@@ -125,4 +125,3 @@ def backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold, mask, 
         if has_bias:
             d_bias = grad.sum(0, dtype=torch.float32).to(proj_weight.dtype)
     return d_table, d_proj, d_bias
-

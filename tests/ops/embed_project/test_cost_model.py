@@ -106,7 +106,8 @@ def test_roofline_counts_distinct_ids():
 
 def test_cpu_gemm_dtype_upcasts_only_without_native_support():
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert cost_model.cpu_gemm_dtype(torch.bfloat16) == (torch.bfloat16 if native else torch.float32)
+    want = torch.bfloat16 if native else torch.float32
+    assert cost_model.cpu_gemm_dtype(torch.bfloat16) == want
     assert cost_model.cpu_gemm_dtype(torch.float32) == torch.float32
 
 

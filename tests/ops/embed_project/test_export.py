@@ -53,7 +53,8 @@ def test_opcheck_backward(fold, mask, kernels):
 
 
 def test_opcheck_id_check():
-    torch.library.opcheck(torch.ops.mmembed.checked_ids.default, (torch.tensor([[3, 1], [0, 6]]), 7))
+    ids = torch.tensor([[3, 1], [0, 6]])
+    torch.library.opcheck(torch.ops.mmembed.checked_ids.default, (ids, 7))
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])

@@ -41,7 +41,7 @@ def runners(layer):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_checked_ids_raise_naming_the_id_everywhere(backend):
     layer = layer_for(backend, check_ids=True)
-    for mode, run in runners(layer).items():
+    for run in runners(layer).values():
         torch.testing.assert_close(run(ids_with(0)), layer(ids_with(0)), rtol=1e-5, atol=1e-6)
         for bad in BAD:
             with pytest.raises(IndexError, match=rf"id {bad} at position \(1, 1\).*{V} rows"):
