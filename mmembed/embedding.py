@@ -157,13 +157,14 @@ class SharedEmbedding(nn.Module):
             raise ValueError(f"ids are on {ids.device} but the table is on {self.weight.device}")
 
     def _projection_params(self):
-        if self.projection is None:
+        projection = self.projection
+        if projection is None:
             return None, None
-        proj_weight, bias = self.projection.weight, self.projection.bias
+        proj_weight, bias = projection.weight, projection.bias
         # Autocast does not reach custom ops: mimic what it does to nn.Linear (cast W and b,
         # the table is cast row by row inside the kernel).
         device = proj_weight.device.type
-        if torch.is_autocast_enabled(device) and proj_weight.is_floating_point():
+        if torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
             proj_weight = proj_weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
@@ -172,30 +173,27 @@ class SharedEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``(*ids.shape)`` int ids -> ``(*ids.shape, output_dim)``."""
         self._validate_ids(ids)
-        shape = ids.shape
         if self.check_ids and torch.compiler.is_compiling():  # an op, kept in the graph
             ids = checked_ids(ids, self.num_embeddings)
         elif self.check_ids:  # eager: the same check without an op's dispatch (~0.2 ms on CPU)
             check_ids(ids, self.num_embeddings)
-        flat = ids.reshape(-1)
         if self.max_norm is not None:
             with torch.no_grad():
                 torch.embedding_renorm_(
-                    self.weight, flat.contiguous(), self.max_norm, self.norm_type
+                    self.weight, ids.reshape(-1).contiguous(), self.max_norm, self.norm_type
                 )
 
         proj_weight, bias = self._projection_params()
         dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype
-        plan = self.plan(flat.shape[0], dtype)
+        plan = self.plan(ids.numel(), dtype)
         padding_idx = -1 if self.padding_idx is None else self.padding_idx
         mask = not self.check_ids
         if plan.backend == "torch":  # torch ops under autograd: their backward is sum-by-id
-            out = torch_path.forward(flat, self.weight, proj_weight, bias, plan.fold, mask,
-                                     padding_idx)  # fmt: skip
-        else:
-            out = embed_project(flat, self.weight, proj_weight, bias, padding_idx, plan.fold,
-                                True, mask)  # fmt: skip
-        return out.reshape(*shape, out.shape[-1])
+            return torch_path.forward(ids, self.weight, proj_weight, bias, plan.fold, mask,
+                                      padding_idx)  # fmt: skip
+        out = embed_project(ids.reshape(-1), self.weight, proj_weight, bias, padding_idx,
+                            plan.fold, True, mask)  # fmt: skip
+        return out.reshape(*ids.shape, out.shape[-1])
 
     # ----------------------------------------------------------------------------------------
     def projected_table(self) -> torch.Tensor:

@@ -37,7 +37,7 @@ def _rows(ids: torch.Tensor, table: torch.Tensor, mask: bool, padding_idx: int =
         return F.embedding(ids, table, pad)
     valid = _valid(ids, table.shape[0])
     rows = F.embedding(torch.where(valid, ids, 0), table, pad)
-    return torch.where(valid[:, None], rows, 0)
+    return torch.where(valid[..., None], rows, 0)
 
 
 def _without_padding_grad(weight: torch.Tensor, padding_idx: int) -> torch.Tensor:
@@ -49,8 +49,9 @@ def _without_padding_grad(weight: torch.Tensor, padding_idx: int) -> torch.Tenso
 
 
 def forward(ids, weight, proj_weight, bias, fold: bool, mask: bool, padding_idx: int = -1):
-    """``weight[ids] @ proj_weight.T + bias`` (a lookup when ``proj_weight`` is None), with
-    ``nn.Embedding``'s padding row and the result in the projection's dtype."""
+    """``weight[ids] @ proj_weight.T + bias`` for ids of any shape (a lookup when
+    ``proj_weight`` is None), with ``nn.Embedding``'s padding row and the result in the
+    projection's dtype."""
     if proj_weight is None:
         return _rows(ids, weight, mask, padding_idx)
     out_dtype = proj_weight.dtype
