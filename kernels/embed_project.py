@@ -310,7 +310,9 @@ def onehot_sum(x: torch.Tensor, ids: torch.Tensor, num_rows: int) -> torch.Tenso
     (for small ``num_rows``). ``ids`` are int32 in ``[0, num_rows]`` (:func:`masked_ids`); the
     split over N is summed in a fixed order."""
     N, H = x.shape
-    bv, bh = _pow2(num_rows, 16, 128), _pow2(H, 16, 128)
+    # One tile over all rows when possible: every row tile reads all of x again.
+    bv = _pow2(num_rows, 16, 256)
+    bh = _pow2(H, 16, 64 if bv > 128 else 128)
     bn = _pow2(N, 16, 128) if interpreting() else 64
     tiles = triton.cdiv(num_rows, bv) * triton.cdiv(H, bh)
     splits = _num_splits(N, tiles, x.device)
@@ -319,7 +321,7 @@ def onehot_sum(x: torch.Tensor, ids: torch.Tensor, num_rows: int) -> torch.Tenso
     _launcher(_onehot_sum_kernel, x.is_cuda)[grid](
         ids, x, part, N, num_rows, H, x.stride(0), triton.cdiv(max(N, 1), splits),
         UPCAST=interpreting(), IEEE=x.dtype == torch.float32,
-        BLOCK_V=bv, BLOCK_N=bn, BLOCK_H=bh, num_warps=4,
+        BLOCK_V=bv, BLOCK_N=bn, BLOCK_H=bh, num_warps=8 if bv > 128 else 4,
     )  # fmt: skip
     return part[0] if splits == 1 else part.sum(0)
 

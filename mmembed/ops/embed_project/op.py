@@ -101,8 +101,9 @@ def embed_project(
     """``weight[ids] @ proj_weight.T + bias`` for 1-D ``ids`` (see :class:`SharedEmbedding`).
 
     ``padding_idx`` (-1 for none) only affects the backward; ``fold`` picks the plan, ``kernels``
-    the Triton kernels where they can run; ``mask`` makes the torch path read ids outside the
-    table as zero rows (the kernels always do), for callers that skipped the id check.
+    the Triton kernels where they can run. ``mask``: the ids were not checked, and any outside
+    the table read as a zero row (the output is the bias) in every path; without it the caller
+    guarantees valid ids (the kernels still never read outside the table).
     """
     if kernels and uses_kernels(ids):
         weight, ids = weight.contiguous(), ids.contiguous()
@@ -115,12 +116,14 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((0,))
 
 
-def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold, table_grad,
-                     proj_grad):  # fmt: skip
+def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold, mask,
+                     table_grad, proj_grad):  # fmt: skip
     num_rows = weight.shape[0]
     ids = kernels.masked_ids(ids, num_rows)  # int32; row num_rows collects out-of-range ids
+    # that extra row of S (for db) is needed only when the ids were not checked
+    sum_rows = num_rows + 1 if mask else num_rows
     spec = cost_model.spec_for(grad.device)
-    onehot = num_rows + 1 <= cost_model.onehot_rows(spec, cost_model.DTYPE_NAMES[grad.dtype])
+    onehot = sum_rows <= cost_model.onehot_rows(spec, cost_model.DTYPE_NAMES[grad.dtype])
 
     def sum_by_id(x, rows, dtype, pad):  # (rows, K): x summed by id, row `pad` zero
         if not onehot:
@@ -135,7 +138,7 @@ def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold
 
     d_table = d_proj = d_bias = None
     if fold:
-        sums = sum_by_id(grad, num_rows + 1, proj_weight.dtype, -1)  # S = dL/dT (+ extra row)
+        sums = sum_by_id(grad, sum_rows, proj_weight.dtype, -1)  # S = dL/dT (+ extra row)
         s = sums[:num_rows]
         if table_grad:
             d_table = (s @ proj_weight).to(weight.dtype)
@@ -174,7 +177,7 @@ def embed_project_backward(
         grad, ids, weight = grad.contiguous(), ids.contiguous(), weight.contiguous()
         proj_weight = proj_weight.contiguous() if proj_weight is not None else None
         grads = _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold,
-                                 table_grad, proj_grad)  # fmt: skip
+                                 mask, table_grad, proj_grad)  # fmt: skip
     else:
         grads = torch_path.backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold,
                                     mask, table_grad, proj_grad)  # fmt: skip
