@@ -15,7 +15,8 @@ Per shape, dtype and pass it times, in the same run (interleaved rounds on CPU):
   gather         the lookup alone (F.embedding, and its backward)
 and on CUDA the candidates behind backend="auto": triton (the kernels' plan for the shape
 class), torch path, and for the direct class the gather-fused forward GEMM (triton fused).
-Ratios: mmembed / best peer (the fastest of eager, eager folded, compile, liger), mmembed /
+Ratios: mmembed / eager, mmembed / best peer (the fastest of eager, eager folded, compile,
+liger), mmembed /
 limit (the roofline of mmembed.ops.embed_project.cost_model, per device), det / fast. Below 1
 is faster. Each case is appended to --jsonl as it finishes; on CUDA the run ends with the
 entries of cost_model.AUTO and DIRECT_FORWARD that its measurements support.
@@ -84,6 +85,7 @@ class Case:
     def record(self) -> dict:
         return {
             **asdict(self),
+            "mmembed/eager": self.ratio("mmembed", "eager"),
             "mmembed/best peer": self.ratio("mmembed", self.best_peer),
             "mmembed/limit": self.ratio("mmembed", self.limit),
             "det/fast": self.ratio("mmembed det", "mmembed"),
@@ -231,13 +233,14 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def format_table(cases: list[Case]) -> str:
     present = [c for c in COLUMNS if any(c in case.times for case in cases)]
     head = ["shape (V, D, H, N)", "dtype", "pass", "class", "plan", *(f"{c} ms" for c in present),
-            "limit ms", "mmembed/best peer", "mmembed/limit", "det/fast"]  # fmt: skip
+            "limit ms", "mmembed/eager", "mmembed/best peer", "mmembed/limit",
+            "det/fast"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cases:
         rec = c.record()
         cells = [f"{c.name} {c.shape}", c.dtype, c.mode, c.shape_class, c.plan,
                  *(_fmt(c.times.get(col)) for col in present), _fmt(c.limit),
-                 _fmt(rec["mmembed/best peer"], 2), _fmt(rec["mmembed/limit"], 2),
+                 _fmt(rec["mmembed/eager"], 2), _fmt(rec["mmembed/best peer"], 2), _fmt(rec["mmembed/limit"], 2),
                  _fmt(rec["det/fast"], 2)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

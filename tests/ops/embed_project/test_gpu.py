@@ -45,8 +45,10 @@ def test_cuda_matches_float64(backend, klass, strategy, dtype):
     assert_layer_matches_float64(layer, ids, torch.randn(N, 320, device="cuda", dtype=dtype))
 
 
-@pytest.mark.parametrize("D", [128, 200])
-@pytest.mark.parametrize("dtype", DTYPES)
+# each case autotunes 8 tile configs: an even and an uneven width, bf16 and fp32 (IEEE dots)
+@pytest.mark.parametrize(
+    "D,dtype", [(128, torch.bfloat16), (200, torch.bfloat16), (200, torch.float32)]
+)
 def test_fused_direct_forward_matches_cublas(D, dtype):
     torch.manual_seed(0)
     E = torch.randn(50000, D, device="cuda", dtype=dtype)
