@@ -57,6 +57,7 @@ CPU_SHAPES = {
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PEERS = ("eager", "eager folded", "compile", "liger")
+RATIOS = ("mmembed/eager", "mmembed/best peer", "mmembed/limit", "det/fast")
 COLUMNS = ("mmembed", "mmembed det", "eager", "eager folded", "compile", "liger", "gemm",
            "gather", "triton", "torch path", "triton fused")  # fmt: skip
 
@@ -233,15 +234,13 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def format_table(cases: list[Case]) -> str:
     present = [c for c in COLUMNS if any(c in case.times for case in cases)]
     head = ["shape (V, D, H, N)", "dtype", "pass", "class", "plan", *(f"{c} ms" for c in present),
-            "limit ms", "mmembed/eager", "mmembed/best peer", "mmembed/limit",
-            "det/fast"]  # fmt: skip
+            "limit ms", *RATIOS]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cases:
         rec = c.record()
         cells = [f"{c.name} {c.shape}", c.dtype, c.mode, c.shape_class, c.plan,
                  *(_fmt(c.times.get(col)) for col in present), _fmt(c.limit),
-                 _fmt(rec["mmembed/eager"], 2), _fmt(rec["mmembed/best peer"], 2), _fmt(rec["mmembed/limit"], 2),
-                 _fmt(rec["det/fast"], 2)]  # fmt: skip
+                 *(_fmt(rec[k], 2) for k in RATIOS)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
