@@ -249,7 +249,7 @@ def suggest_tables(cases: list[Case], spec_name: str) -> str:
     """The AUTO / DIRECT_FORWARD entries these measurements support (CUDA runs): the kernels
     only for a class where they beat the torch path by 5% forward+backward in every case and
     are not slower forward."""
-    auto, fused = {}, []
+    auto, fused = dict(cost_model.AUTO["cuda"]), []  # unmeasured classes keep their entry
     for klass in cost_model.SHAPE_CLASSES:
         mine = [c for c in cases if c.shape_class == klass and "triton" in c.times]
         if not mine:
@@ -257,8 +257,8 @@ def suggest_tables(cases: list[Case], spec_name: str) -> str:
         both = [c.ratio("triton", "torch path") for c in mine if c.mode == "fwd+bwd"]
         fwd = [c.ratio("triton", "torch path") for c in mine if c.mode == "fwd"]
         wins = both and max(both) < 0.95 and (not fwd or max(fwd) <= 1.0)
-        default = cost_model.AUTO["cuda"][klass]
-        auto[klass] = cost_model.TRITON if wins else default
+        if wins:
+            auto[klass] = cost_model.TRITON
         fused += [c.ratio("triton fused", "triton") for c in mine if "triton fused" in c.times]
     lines = [f'cost_model.AUTO["{spec_name}"] = {auto!r}']
     if fused:
