@@ -37,13 +37,15 @@ from mmembed.datagen.corpus_folder import lock_path
 from mmembed.overrides import apply_empty_dict_overrides
 from mmembed.report import data_report, write_metrics
 from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
+from mmembed.transfer import init_from, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = {
     "data", "corpus", "task", "tokenizer", "optimizer", "scheduler", "callbacks", "logger",
     "trainer", "paths", "experiment", "debug", "task_name", "tags", "monitor", "seed", "train",
-    "test", "ckpt_path", "hydra", "optimized_metric", "torch_threads",
+    "test", "ckpt_path", "hydra", "optimized_metric", "torch_threads", "init_from",
+    "init_from_skip", "init_from_tokenizer",
 }  # fmt: skip
 
 
@@ -100,15 +102,31 @@ def build_corpus(cfg: DictConfig) -> None:
 
 
 def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
-    """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned);
-    otherwise one is trained on the training texts. Training is deterministic, so every rank
-    builds the same one without communicating."""
-    if cfg.get("ckpt_path"):
-        checkpoint = load_checkpoint(cfg.ckpt_path)
+    """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned), and so
+    does ``init_from`` with ``init_from_tokenizer=true``; otherwise one is trained on the
+    training texts. Training is deterministic, so every rank builds the same one without
+    communicating."""
+    source = cfg.get("ckpt_path")
+    if not source and cfg.get("init_from") and cfg.get("init_from_tokenizer"):
+        source = resolve_checkpoint(cfg.init_from)
+    if source:
+        checkpoint = load_checkpoint(source)
         if "tokenizer" not in checkpoint:
-            raise ConfigError(f"{cfg.ckpt_path}: checkpoint has no tokenizer; not an mmembed run?")
-        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(cfg.ckpt_path))
+            raise ConfigError(f"{source}: checkpoint has no tokenizer; not an mmembed run?")
+        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(source))
     return hydra.utils.instantiate(cfg.tokenizer)(datamodule.training_texts())
+
+
+def initialize_from(cfg: DictConfig, task: Any) -> None:
+    """``init_from``: another run's weights (not its optimizer, schedule or step) for a new
+    run; a resumed run (``ckpt_path``) restores its own instead."""
+    if not cfg.get("init_from"):
+        return
+    if cfg.get("ckpt_path"):
+        log.warning("ckpt_path resumes the run, so init_from=%s is not used", cfg.init_from)
+        return
+    report = init_from(task, cfg.init_from, skip=list(cfg.get("init_from_skip") or ()))
+    log.info("%s", report.summary())
 
 
 def instantiate_dict(section: DictConfig | None) -> list[Any]:
@@ -143,6 +161,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+    initialize_from(cfg, task)
     callbacks = [*instantiate_dict(cfg.get("callbacks")), *run_guards()]
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(

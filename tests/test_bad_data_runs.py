@@ -135,7 +135,8 @@ def test_speech_run_with_every_kind_of_bad_audio_and_text(
         add_utterances(dirty, split, files)
 
     def overrides(folder):
-        return asr_overrides(folder, "data.max_batch_size=1", "trainer.max_epochs=2")
+        settings = ["data.max_batch_size=1", "trainer.max_epochs=2"]
+        return asr_overrides(folder, *settings, "data.extra_test_manifests=null")
 
     metrics, baseline, warned, text_warnings, report = run_both(
         compose_train, overrides, dirty, clean, tmp_path, capsys

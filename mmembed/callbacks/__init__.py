@@ -1,6 +1,9 @@
-"""What the training app adds to every Lightning trainer, whatever the ``callbacks`` config:
-guards that keep bad data or a diverging run from passing silently, the report of why
-training stopped, and atomic checkpoint writing."""
+"""Lightning callbacks of mmembed.
+
+What the training app adds to every trainer, whatever the ``callbacks`` config: guards that keep
+bad data or a diverging run from passing silently, the report of why training stopped, and
+atomic checkpoint writing. The optional ones are configured in ``conf/callbacks/``: freezing
+schedules, smoothed metrics, decoding tuning."""
 
 from mmembed.callbacks.checkpoint_io import AtomicCheckpointIO
 from mmembed.callbacks.finite_loss import FiniteLossCheck, NonFiniteLossError

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from mmembed.data.datamodule import TaskDataModule
+from mmembed.data.group_sampler import GroupCappedSampler, average_hash
 from mmembed.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from mmembed.data.image_transforms import eval_transform as default_eval_transform
 from mmembed.data.image_transforms import train_transform as default_train_transform
@@ -43,6 +44,7 @@ from mmembed.data.skips import (
 )
 from mmembed.data.splits import SPLITS
 from mmembed.data.text_files import read_text
+from mmembed.text.tokenizers import normalize_text
 
 __all__ = [
     "CaptionSample",
@@ -387,6 +389,13 @@ def _teacher_forcing_ids(
     return {"input_ids": input_ids, "target_ids": target_ids, "lengths": lengths}
 
 
+# Group keys of a training item (an image and the index of one of its captions).
+GROUP_KEYS: dict[str, Callable[[CaptionedImage, int], Any]] = {
+    "caption": lambda record, caption: normalize_text(record.references[caption]),
+    "image": lambda record, caption: average_hash(record.path),
+}
+
+
 # --- DataModule --------------------------------------------------------------------------------
 
 
@@ -405,6 +414,8 @@ class CocoCaptionDataModule(TaskDataModule):
         image_size: side of the square images fed to the model.
         augment: random crop and colour jitter for training images (see
             :func:`~mmembed.data.image_transforms.train_transform`).
+        grayscale_p, erasing_p: with ``augment``, random greyscale (off by default: captions
+            name colours) and random-erasing probabilities of training images.
         mean, std: the normalisation of the default transforms (ImageNet's, as torchvision's
             pretrained backbones expect); :attr:`image_normalization` reports them.
         train_transform, eval_transform: replace the default transforms (any callable taking a
@@ -413,6 +424,10 @@ class CocoCaptionDataModule(TaskDataModule):
         max_caption_length: cap on teacher-forcing sequence length (tokens + 1).
         verify_images: check every image header with Pillow when a split is loaded (about
             0.1 ms an image), so undecodable files are skipped up front, not mid-epoch.
+        max_per_group, group_by: cap each group of training items at ``max_per_group`` per
+            epoch (:class:`~mmembed.data.group_sampler.GroupCappedSampler`; None = no cap),
+            a group being the items with the same caption (``"caption"``) or whose images share
+            a perceptual hash (``"image"``: near-identical pictures).
     """
 
     def __init__(
@@ -428,6 +443,8 @@ class CocoCaptionDataModule(TaskDataModule):
         num_workers: int = 0,
         image_size: int = 64,
         augment: bool = True,
+        grayscale_p: float = 0.0,
+        erasing_p: float = 0.0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         train_transform: Callable[[Any], torch.Tensor] | None = None,
@@ -437,6 +454,8 @@ class CocoCaptionDataModule(TaskDataModule):
         verify_images: bool = True,
         pin_memory: bool = False,
         seed: int = 0,
+        max_per_group: int | None = None,
+        group_by: str = "caption",
     ):
         super().__init__(batch_size, eval_batch_size, num_workers, pin_memory, strict, seed)
         self.data_dir = Path(data_dir)
@@ -452,13 +471,23 @@ class CocoCaptionDataModule(TaskDataModule):
             eval_transform = default_eval_transform(image_size, **normalization)
         if train_transform is None:
             train_transform = (
-                default_train_transform(image_size, **normalization) if augment else eval_transform
+                default_train_transform(
+                    image_size, grayscale_p=grayscale_p, erasing_p=erasing_p, **normalization
+                )
+                if augment
+                else eval_transform
             )
         self.eval_transform = eval_transform
         self.train_transform = train_transform
         self.image_normalization = normalization
         self.max_caption_length = max_caption_length
         self.verify_images = verify_images
+        if group_by not in GROUP_KEYS:
+            raise ValueError(f"group_by must be one of {sorted(GROUP_KEYS)}, got {group_by!r}")
+        if max_per_group is not None and max_per_group < 1:
+            raise ValueError(f"max_per_group must be at least 1 or None, got {max_per_group}")
+        self.max_per_group = max_per_group
+        self.group_by = group_by
         self._records: dict[str, list[CaptionedImage]] = {}
 
     def records(self, split: str) -> list[CaptionedImage]:
@@ -503,6 +532,18 @@ class CocoCaptionDataModule(TaskDataModule):
             transform=self.train_transform if train else self.eval_transform,
             strict=self.strict,
         )
+
+    def train_sampler(self, dataset: CocoCaptionDataset):
+        if self.max_per_group is None:
+            return super().train_sampler(dataset)
+        key = GROUP_KEYS[self.group_by]
+        groups = [key(dataset.images[image], caption) for image, caption in dataset.items]
+        sampler = GroupCappedSampler(groups, self.max_per_group, self.seed)
+        log.info(
+            "train: %d groups by %s, at most %d items each an epoch (%d of %d items)",
+            sampler.num_groups, self.group_by, self.max_per_group, len(sampler), len(dataset),
+        )  # fmt: skip
+        return sampler
 
     def collate_fn(self, split: str) -> Callable:
         if self.tokenizer is None:

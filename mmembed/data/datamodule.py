@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmembed.data.sampling import training_sampler
 from mmembed.data.skips import SKIPPED, SkippedItem
@@ -104,6 +104,11 @@ class TaskDataModule(L.LightningDataModule):
     def collate_fn(self, split: str) -> Callable | None:
         """How a list of items becomes a batch (None: torch's default collate)."""
         return None
+
+    def train_sampler(self, dataset: Dataset) -> Sampler | None:
+        """The training sampler: a shuffling ``DistributedSampler`` under DDP, else None (a
+        plain shuffle). A sampler returned here must shard across ranks itself."""
+        return training_sampler(dataset, self.seed)
 
     def text_items(self, split: str) -> list[tuple[str, str]]:
         """``(where, text)`` of every text ``split`` holds (transcripts, captions), as the data
@@ -213,7 +218,7 @@ class TaskDataModule(L.LightningDataModule):
         """Training: shuffled (sharded under DDP); evaluation: in order, unsharded."""
         train = split == "train"
         dataset = self.dataset(split)
-        sampler = training_sampler(dataset, self.seed) if train else None
+        sampler = self.train_sampler(dataset) if train else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,

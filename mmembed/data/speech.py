@@ -18,6 +18,7 @@ import soundfile
 import torch
 import torchaudio
 
+from mmembed.data.audio_augment import AudioAugment
 from mmembed.data.datamodule import TaskDataModule, check_positive
 from mmembed.data.manifest import ManifestEntry, read_manifest
 from mmembed.data.sampling import DurationBucketBatchSampler
@@ -163,6 +164,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         sample_rate: int = 16000,
         speed_factors: Sequence[float] | None = None,
         strict: bool = False,
+        augment: AudioAugment | None = None,
     ):
         self.utterances = list(utterances)
         self.sample_rate = sample_rate
@@ -173,6 +175,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             if speed_factors
             else None
         )
+        self.augment = augment if augment is not None and augment.active else None
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -194,6 +197,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             return SkippedItem(where, err.kind, reason)
         if self.speed is not None:
             waveform, _ = self.speed(waveform)
+        if self.augment is not None:
+            waveform = self.augment(waveform)
         return {
             "waveform": waveform,
             "tokens": torch.tensor(self.tokenizer.encode(utterance.text), dtype=torch.long),
@@ -238,6 +243,9 @@ class SpeechDataModule(TaskDataModule):
         min_duration, max_duration: utterances outside are skipped (counted warning).
         max_text_chars: transcripts longer than this are skipped (counted warning).
         speed_factors: speed perturbation of training audio (e.g. ``[0.9, 1.0, 1.1]``).
+        augment: noise, reverberation, gain and band-limiting of training audio: the arguments
+            of :class:`~mmembed.data.audio_augment.AudioAugment` (e.g. ``{noise_p: 0.5}``);
+            evaluation audio is never augmented.
         num_workers, strict, seed: see :class:`~mmembed.data.datamodule.TaskDataModule`
             (``seed`` also orders the duration buckets).
     """
@@ -256,6 +264,7 @@ class SpeechDataModule(TaskDataModule):
         max_duration: float = 20.0,
         max_text_chars: int | None = 400,
         speed_factors: Sequence[float] | None = None,
+        augment: dict[str, Any] | None = None,
         num_workers: int = 0,
         strict: bool = False,
         seed: int = 0,
@@ -279,6 +288,7 @@ class SpeechDataModule(TaskDataModule):
             min_duration=min_duration, max_duration=max_duration, max_text_chars=max_text_chars
         )
         self.speed_factors = list(speed_factors) if speed_factors else None
+        self.augment = AudioAugment(sample_rate=sample_rate, **(augment or {}))
 
     def build_dataset(self, split: str) -> SpeechDataset:
         manifest = self.manifests[split]
@@ -291,8 +301,14 @@ class SpeechDataModule(TaskDataModule):
         )
         if not utterances:
             raise ValueError(f"{manifest}: no usable utterances")
-        speed = self.speed_factors if split == "train" else None
-        dataset = SpeechDataset(utterances, self.sample_rate, speed, self.strict)
+        train = split == "train"
+        dataset = SpeechDataset(
+            utterances,
+            self.sample_rate,
+            self.speed_factors if train else None,
+            self.strict,
+            self.augment if train else None,
+        )
         log.info("%s: %d utterances, %.1f h", split, len(dataset), sum(dataset.durations()) / 3600)
         return dataset
 

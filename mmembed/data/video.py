@@ -22,8 +22,10 @@ from typing import Any, NamedTuple
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from mmembed.data.datamodule import TaskDataModule
+from mmembed.data.image_transforms import photometric_jitter, random_erasing
 from mmembed.data.skips import (
     PATHS,
     SKIPPED,
@@ -125,8 +127,9 @@ def index_videos(
 class VideoTransform:
     """uint8 frames (..., T, C, H, W) -> normalised float clips (..., C, T, H, W).
 
-    Training: random resized crop (one crop for all frames of a clip) and an optional
-    horizontal flip, off by default because a flip turns "moving left" into "moving right".
+    Training: random resized crop (one crop for all frames of a clip), an optional horizontal
+    flip (off by default: a flip turns "moving left" into "moving right"), and optional colour
+    jitter, greyscale and random erasing, each the same for every frame of the clip.
     Evaluation: resize the short side, then centre crop.
     """
 
@@ -138,22 +141,40 @@ class VideoTransform:
         horizontal_flip_p: float = 0.0,
         mean: Sequence[float] = KINETICS_MEAN,
         std: Sequence[float] = KINETICS_STD,
+        color_jitter: float = 0.0,
+        grayscale_p: float = 0.0,
+        erasing_p: float = 0.0,
     ):
+        after = []
         if train:
             steps = [v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True)]
             if horizontal_flip_p > 0:
                 steps.append(v2.RandomHorizontalFlip(horizontal_flip_p))
+            steps += photometric_jitter(color_jitter, color_jitter, color_jitter, 0.0)
+            after = random_erasing(erasing_p)
         else:
             steps = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        self.transform = v2.Compose(steps)
+        # v2.RandomGrayscale passes videos through unchanged (torchvision 0.26), so greyscale is
+        # applied here, on the frames as a batch of images
+        self.grayscale_p = grayscale_p if train else 0.0
+        self.geometric = v2.Compose(steps)
+        self.transform = v2.Compose(
+            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), *after]
+        )
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        clip = self.transform(tv_tensors.Video(frames))
+        clip = self.geometric(tv_tensors.Video(frames))
+        if self.grayscale_p > 0 and torch.rand(()).item() < self.grayscale_p:
+            grey = F.rgb_to_grayscale(clip.as_subclass(torch.Tensor), num_output_channels=3)
+            clip = tv_tensors.Video(grey)
+        clip = self.transform(clip)
         return clip.as_subclass(torch.Tensor).movedim(-4, -3).contiguous()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.transform})"
+        return (
+            f"{type(self).__name__}({self.geometric}, grayscale_p={self.grayscale_p}, "
+            f"{self.transform})"
+        )
 
 
 class VideoClassificationDataset(torch.utils.data.Dataset):
@@ -270,6 +291,8 @@ class VideoDataModule(TaskDataModule):
             centre crop for evaluation).
         crop_scale: area range of the training crop.
         horizontal_flip_p: training flip probability; keep 0 when direction is in the label.
+        color_jitter, grayscale_p, erasing_p: training brightness/contrast/saturation jitter
+            strength, greyscale probability and random-erasing probability (all off by default).
         mean, std: the normalisation of the clips (Kinetics' by default, as torchvision's
             video backbones expect); :attr:`image_normalization` reports them.
         batch_size, eval_batch_size, num_workers, strict, seed: see
@@ -294,6 +317,9 @@ class VideoDataModule(TaskDataModule):
         size: int = 64,
         crop_scale: Sequence[float] = (0.8, 1.0),
         horizontal_flip_p: float = 0.0,
+        color_jitter: float = 0.0,
+        grayscale_p: float = 0.0,
+        erasing_p: float = 0.0,
         mean: Sequence[float] = KINETICS_MEAN,
         std: Sequence[float] = KINETICS_STD,
         batch_size: int = 16,
@@ -322,7 +348,14 @@ class VideoDataModule(TaskDataModule):
         self.image_normalization = dict(mean=tuple(mean), std=tuple(std))
         self.transforms = {
             True: VideoTransform(
-                size, True, tuple(crop_scale), horizontal_flip_p, **self.image_normalization
+                size,
+                True,
+                tuple(crop_scale),
+                horizontal_flip_p,
+                color_jitter=color_jitter,
+                grayscale_p=grayscale_p,
+                erasing_p=erasing_p,
+                **self.image_normalization,
             ),
             False: VideoTransform(size, False, **self.image_normalization),
         }
@@ -338,6 +371,14 @@ class VideoDataModule(TaskDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training videos per class, in label order."""
+        counts = [0] * self.num_classes
+        for video in self.dataset("train").videos:
+            counts[video.label] += 1
+        return counts
 
     def _read_class_names(self) -> list[str]:
         if self.layout == "folders":

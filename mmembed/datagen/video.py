@@ -549,6 +549,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size", type=int, default=DEFAULT_SPEC["size"], help="frame side in pixels"
     )
     parser.add_argument("--fps", type=int, default=DEFAULT_SPEC["fps"])
+    parser.add_argument(
+        "--split-fractions",
+        type=float,
+        nargs=3,
+        metavar=("TRAIN", "VALIDATION", "TEST"),
+        default=list(DEFAULT_SPEC["split_fractions"]),
+        help="shares of each class's videos per split",
+    )
     parser.add_argument("--max-distractors", type=int, default=DEFAULT_SPEC["max_distractors"])
     parser.add_argument("--noise-std", type=float, default=DEFAULT_SPEC["noise_std"])
     parser.add_argument(
@@ -576,6 +584,7 @@ def run(args: argparse.Namespace) -> Path:
         num_frames=args.num_frames,
         size=args.size,
         fps=args.fps,
+        split_fractions=args.split_fractions,
         max_distractors=args.max_distractors,
         noise_std=args.noise_std,
         style=args.style,

@@ -82,6 +82,8 @@ class TokenTableTask(L.LightningModule):
         self.optimizer_factory = optimizer or default_optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        # submodule name -> learning-rate multiplier (set by mmembed.callbacks.FreezeSchedule)
+        self.lr_factors: dict[str, float] = {}
 
     def configure_optimizers(self):
         return configure_optimizers(
@@ -90,6 +92,7 @@ class TokenTableTask(L.LightningModule):
             self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
             self.scheduler_interval,
+            lr_factors=self.lr_factors,
         )
 
     def on_train_start(self) -> None:
@@ -97,6 +100,15 @@ class TokenTableTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokenizer"] = self.tokenizer.to_dict()
+
+    def test_split_names(self) -> list[str]:
+        """The name of every test loader, in order: the data module's ``test_split_names``
+        (e.g. ``["test", "test_unseen"]``), ``test_<i>`` for any beyond them. Metrics of each
+        are logged under its name (``test_unseen/cer``)."""
+        count = len(self.trainer.num_test_batches)
+        names = list(getattr(self.trainer.datamodule, "test_split_names", None) or ["test"])
+        names += [f"test_{index}" for index in range(len(names), count)]
+        return names[:count]
 
     def nothing_to_learn(self) -> torch.Tensor:
         """The loss of a training batch whose items all failed to load: zero, but reaching

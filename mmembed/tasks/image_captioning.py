@@ -258,12 +258,8 @@ class ImageCaptioning(TokenTableTask):
         self._finish_split("val", f"val_epoch_{self.current_epoch:03d}")
 
     def on_test_epoch_start(self) -> None:
-        # A data module may add test sets (e.g. unseen emoji) and name them in loader order.
         # Every rank builds every accumulator, so each takes part in every gather.
-        count = len(self.trainer.num_test_batches)
-        names = list(getattr(self.trainer.datamodule, "test_split_names", None) or ["test"])
-        names += [f"test_{index}" for index in range(len(names), count)]
-        self._test_splits = names[:count]
+        self._test_splits = self.test_split_names()
         for split in self._test_splits:
             self.caption_metrics[split] = CaptionMetrics().to(self.device)
 

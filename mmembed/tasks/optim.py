@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ def configure_optimizers(
     total_steps: int,
     interval: str = "step",
     monitor: str | None = None,
+    lr_factors: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Builds ``optimizer(params)`` and, if given, ``scheduler(optimizer)``.
 
@@ -25,14 +26,35 @@ def configure_optimizers(
     trainer's estimate, so a config never hard-codes a step count that breaks when the data,
     batch size or number of devices changes. A schedule that cannot be built for that length
     fails naming its settings and the step count.
+
+    ``lr_factors`` maps submodule names (``"encoder"``) to a learning-rate multiplier: their
+    parameters form their own groups at that fraction of the learning rate, and a scheduler's
+    scalar ``max_lr`` (``OneCycleLR``) is scaled per group the same way.
     """
-    params = [p for p in module.parameters() if p.requires_grad]
-    built = optimizer(params)
+    named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+    factors = dict(lr_factors or {})
+    groups: list[tuple[float, list]] = [(1.0, [])]
+    by_prefix = {prefix: (factor, []) for prefix, factor in factors.items()}
+    for name, param in named:
+        prefix = next((p for p in by_prefix if name == p or name.startswith(p + ".")), None)
+        (by_prefix[prefix][1] if prefix is not None else groups[0][1]).append(param)
+    groups += [group for group in by_prefix.values() if group[1]]
+    groups = [group for group in groups if group[1]]
+    if len(groups) == 1 and groups[0][0] == 1.0:
+        built = optimizer(groups[0][1])
+    else:
+        built = optimizer([{"params": params} for _, params in groups])
+        for (factor, _), group in zip(groups, built.param_groups, strict=True):
+            group["lr"] *= factor
     if scheduler is None:
         return {"optimizer": built}
     kwargs = {}
-    if "total_steps" in inspect.signature(scheduler).parameters:
+    parameters = inspect.signature(scheduler).parameters
+    if "total_steps" in parameters:
         kwargs["total_steps"] = max(int(total_steps), 1)
+    max_lr = getattr(scheduler, "keywords", {}).get("max_lr")
+    if len(groups) > 1 and isinstance(max_lr, int | float):
+        kwargs["max_lr"] = [max_lr * factor for factor, _ in groups]
     try:
         schedule = scheduler(built, **kwargs)
     except (ArithmeticError, ValueError) as err:

@@ -507,7 +507,7 @@ def test_caption_metrics_accumulates_and_dedupes() -> None:
     assert hypotheses == {1: REFERENCES[1][0], 2: "a dög", 3: REFERENCES[3][0]}
     assert references == REFERENCES
     result = metric.compute()
-    expected = caption_scores(hypotheses, references)
+    expected = {**caption_scores(hypotheses, references), "diversity": 1.0}
     assert {k: float(v) for k, v in result.items()} == pytest.approx(expected)
     metric.reset()
     assert metric.texts() == ({}, {})
@@ -542,10 +542,10 @@ def test_caption_metrics_gathers_across_ddp_ranks(tmp_path: Path) -> None:
     )
     full, split = json.loads(out_file.read_text())
     assert full == pytest.approx(
-        caption_scores({k: v[0] for k, v in REFERENCES.items()}, REFERENCES)
+        {**caption_scores({k: v[0] for k, v in REFERENCES.items()}, REFERENCES), "diversity": 1.0}
     )
     expected = caption_scores({1: "an apple", 2: "a dog", 3: "a flag"}, REFERENCES)
-    assert split == pytest.approx(expected)
+    assert split == pytest.approx({**expected, "diversity": 1.0})
 
 
 def test_caption_grid_png(tmp_path: Path) -> None:

@@ -41,15 +41,15 @@ def test_the_corpus_step_builds_what_the_data_module_reads(compose_train, tmp_pa
     # every extra test set the data module reads is one the corpus writes
     if module.endswith("speech"):
         written = {f"{name}.jsonl" for name in spec["extra_tests"]}
-        read = set(cfg.data.extra_test_manifests.values())
+        read = set((cfg.data.extra_test_manifests or {}).values())
     elif module.endswith("captions"):
         written = {"test_unseen.json"} | (
             {"test_heldout.json"} if spec["heldout_categories"] else set()
         )
-        read = set(cfg.data.extra_test_files.values())
+        read = set((cfg.data.extra_test_files or {}).values())
     else:
         written = {"test_ood.csv"} if spec["ood_test_videos_per_class"] else set()
-        read = set(cfg.data.extra_test_splits.values())
+        read = set((cfg.data.extra_test_splits or {}).values())
     assert read <= written, (option, read, written)
 
 
@@ -153,7 +153,7 @@ CLI_COMMANDS = {
     "captions_heldout": ["captions", "--heldout-categories", "Flags", "Animals & Nature"],
     "captions_newdomain": ["captions", "--only-categories", "Flags", "Animals & Nature"],
     "video_newdomain": ["video", "--style", "ood", "--videos-per-class", "20"]
-    + ["--ood-test-videos-per-class", "0"],
+    + ["--split-fractions", "0.35", "0.15", "0.5", "--ood-test-videos-per-class", "0"],
     "speech_newdomain": ["speech", "--num-train", "400", "--num-validation", "60"]
     + ["--num-test", "100", "--voices", *speech.DEFAULT_ESPEAK_VOICES, "--noise-snr", "10", "25"]
     + ["--reverb-rt60", "0.2", "0.6", "--held-out-sentences", "400", "--extra-tests", "{}"],
