@@ -65,6 +65,7 @@ def load_run(checkpoint: str | os.PathLike, config: str | os.PathLike | None = N
     import hydra
     from omegaconf import OmegaConf
 
+    from mmembed.artifacts import load_checkpoint
     from mmembed.tasks.multimodal import MultimodalEmbedding
     from mmembed.text.tokenizers import load_tokenizer_dict
     from mmembed.transfer import resolve_checkpoint
@@ -80,7 +81,7 @@ def load_run(checkpoint: str | os.PathLike, config: str | os.PathLike | None = N
     # here reads the data folders, so any root does.
     cfg.paths.root_dir = str(Path.cwd())
     cfg.paths.output_dir = str(path.parent.parent)
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_checkpoint(path)
     if "tokenizer" not in saved or "state_dict" not in saved:
         raise ValueError(f"{path}: not an mmembed training checkpoint (no tokenizer/state_dict)")
     tokenizer = load_tokenizer_dict(saved["tokenizer"], source=str(path))
@@ -110,7 +111,10 @@ class Preprocess:
         from mmembed.data.coco import CaptionedImage, CocoCaptionDataset
 
         dataset = CocoCaptionDataset(
-            [CaptionedImage(0, path, ("",))], mode="eval", transform=self.captions.eval_transform
+            [CaptionedImage(0, path, ("",))],
+            mode="eval",
+            transform=self.captions.eval_transform,
+            strict=True,
         )
         return dataset[0].image
 

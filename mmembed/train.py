@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import fcntl
-import json
 import logging
 import os
 from contextlib import contextmanager
@@ -32,7 +31,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mmembed.data.skips import summarize as summarize_skips
+from mmembed.artifacts import load_checkpoint
+from mmembed.callbacks import TrainingStop, run_guards, training_stop
+from mmembed.datagen.corpus_folder import lock_path
+from mmembed.overrides import apply_empty_dict_overrides
+from mmembed.report import data_report, write_metrics
 from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
 from mmembed.transfer import init_from, resolve_checkpoint
 
@@ -89,12 +92,12 @@ def node_lock(path: Path):
 def build_corpus(cfg: DictConfig) -> None:
     """The ``corpus`` step: build (or find up to date) the embedded corpus the data reads.
 
-    Every rank calls it; the lock beside the corpus folder makes one build it while the others
-    wait, then find it current."""
+    Every rank calls it; the machine's lock for the corpus folder makes one build it while the
+    others wait, then find it current."""
     if not cfg.get("corpus"):
         return
     out_dir = Path(cfg.corpus.out_dir)
-    with node_lock(out_dir.parent / f".{out_dir.name}.lock"):
+    with node_lock(lock_path(out_dir)):
         hydra.utils.instantiate(cfg.corpus)
 
 
@@ -107,7 +110,7 @@ def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
     if not source and cfg.get("init_from") and cfg.get("init_from_tokenizer"):
         source = resolve_checkpoint(init_sources(cfg)[0]["path"])
     if source:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(source)
         if "tokenizer" not in checkpoint:
             raise ConfigError(f"{source}: checkpoint has no tokenizer; not an mmembed run?")
         return load_tokenizer_dict(checkpoint["tokenizer"], source=str(source))
@@ -161,6 +164,7 @@ def instantiate_dict(section: DictConfig | None) -> list[Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    apply_empty_dict_overrides(cfg)
     validate_config(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
@@ -172,6 +176,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     tokenizer = build_tokenizer(cfg, datamodule)
     datamodule.set_tokenizer(tokenizer)
+    datamodule.prepare_splits(fit=bool(cfg.get("train")), test=bool(cfg.get("test")))
     _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
 
     task = hydra.utils.instantiate(
@@ -181,7 +186,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     initialize_from(cfg, task)
-    callbacks = instantiate_dict(cfg.get("callbacks"))
+    callbacks = [*instantiate_dict(cfg.get("callbacks")), *run_guards()]
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
@@ -195,9 +200,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hparams)
 
     metrics: dict[str, float] = {}
+    stop = None
     if cfg.get("train"):
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(_scalars(trainer.callback_metrics))
+        stop = training_stop(trainer)
     # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
     best = _best_checkpoint(trainer) or (None if cfg.get("train") else cfg.get("ckpt_path"))
     if cfg.get("test"):
@@ -205,7 +212,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.warning("no best checkpoint was saved; testing the current weights")
         trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
-    _report(metrics, best, output_dir, summarize_skips(getattr(datamodule, "skipped", {})))
+    _report(metrics, best, output_dir, datamodule, stop)
     return metrics
 
 
@@ -231,20 +238,24 @@ def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
 
 @rank_zero_only
 def _report(
-    metrics: dict[str, float], best: str | None, output_dir: Path, skipped: list[str]
+    metrics: dict[str, float],
+    best: str | None,
+    output_dir: Path,
+    datamodule: Any,
+    stop: TrainingStop | None,
 ) -> None:
     lines = ["", "=" * 60, "final metrics:"]
     lines += [f"  {name:<24} {value:.4f}" for name, value in sorted(metrics.items())]
-    if skipped:
-        lines += ["items left out of the data (see the warnings above for each one):"]
-        lines += [f"  {line}" for line in skipped]
+    if stop is not None:
+        lines.append(stop.describe())
+    lines += data_report(datamodule)
     lines += [
         f"best checkpoint: {best or '(none saved)'}",
         f"run folder (logs, tokenizer, plots): {output_dir}",
         "=" * 60,
     ]
     print("\n".join(lines), flush=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_metrics(output_dir / "metrics.json", metrics, stop, datamodule)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmembed.conf", config_name="train")

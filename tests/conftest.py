@@ -148,12 +148,15 @@ def multimodal_corpora(tmp_path_factory):
     from mmembed.datagen.video import build_video_corpus
 
     root = tmp_path_factory.mktemp("multimodal")
+    # with the out-of-domain test sets of the default corpora (test_slow, test_espeak,
+    # test_unseen, test_ood), which the data configs read
     speech = build_speech_corpus(root / "speech", num_train=6, num_validation=3, num_test=3,
                                  voices=("slt", "rms"), jobs=2)  # fmt: skip
     captions = build_caption_corpus(root / "captions", max_emoji=12, image_size=32,
                                     eval_fractions=(0.25, 0.25))  # fmt: skip
     video = build_video_corpus(root / "video", videos_per_class=6, num_frames=8, size=32,
-                               classes=["moving left", "growing", "standing still"])  # fmt: skip
+                               classes=["moving left", "growing", "standing still"],
+                               ood_test_videos_per_class=1)  # fmt: skip
     spoken = build_spoken_caption_corpus(
         root / "spoken", captions_dir=captions, video_dir=video, voices=("slt", "rms"),
         label_readings=1, jobs=2,

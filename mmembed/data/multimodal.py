@@ -18,22 +18,25 @@ Parts (each one of the existing data modules, configured as it is alone):
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 import lightning as L
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from mmembed.data.coco import CocoCaptionDataModule
 from mmembed.data.datamodule import STAGE_SPLITS, TaskDataModule
-from mmembed.data.skips import SkippedItem
+from mmembed.data.skips import SKIPPED, SkippedItem
 from mmembed.data.speech import SpeechDataModule
 from mmembed.data.video import VideoDataModule
+from mmembed.text.coverage import TextCoverage
 from mmembed.text.tokenizers import CharacterView
 
 SPEECH_PARTS = ("speech", "spoken", "spoken_labels")
 TRAINED_PARTS = ("speech", "captions", "video", "spoken")
 SPEECH_UNITS = ("char", "subword")
+_Value = TypeVar("_Value")
 
 
 class MultimodalDataModule(L.LightningDataModule):
@@ -110,20 +113,74 @@ class MultimodalDataModule(L.LightningDataModule):
 
     @property
     def skipped(self) -> dict[str, list[SkippedItem]]:
-        return {
-            f"{name}/{split}": items
-            for name, part in self.parts.items()
-            for split, items in part.skipped.items()
-        }
+        """Every part's skipped items, under ``<part>/<split>``."""
+        return _by_part({name: part.skipped for name, part in self.parts.items()})
 
-    def setup(self, stage: str | None = None) -> None:
+    @property
+    def text_coverage(self) -> dict[str, TextCoverage]:
+        """Every part's unrepresented text, under ``<part>/<split>``."""
+        return _by_part({name: part.text_coverage for name, part in self.parts.items()})
+
+    def dataset(self, name: str) -> Dataset:
+        """The data set ``<part>/<split>`` (the names :attr:`skipped` reports under)."""
+        part, split = self._part_split(name)
+        return part.dataset(split)
+
+    def _splits(self, stage: str | None) -> list[tuple[str, str]]:
         splits = [(name, "train") for name in TRAINED_PARTS] if stage in (None, "fit") else []
         if stage in STAGE_SPLITS or stage is None:
             splits += self.eval_sets("validate")
         if stage in ("test", None):
             splits += self.eval_sets("test")
-        for name, split in splits:
+        return splits
+
+    def setup(self, stage: str | None = None) -> None:
+        for name, split in self._splits(stage):
             self.parts[name].dataset(split)
+
+    def prepare_splits(self, fit: bool = True, test: bool = True) -> None:
+        """Index every split of every part that fitting and testing will read (a missing file
+        fails before the first step; see :meth:`TaskDataModule.prepare_splits`)."""
+        splits = self._splits("fit") * fit + self._splits("test") * test
+        for name, split in dict.fromkeys(splits):
+            self.parts[name].dataset(split)
+
+    # --- items that fail at load time (each part keeps its own) -------------------------------
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Take the items that failed to load out of every part's batch and record them with
+        their part (training batches hold a batch of every part; evaluation loaders are one
+        part's split each, named by :meth:`eval_sets`)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            for name, part_batch in batch.items():
+                self._take_skips(name, "train", part_batch)
+        elif trainer is not None and (trainer.validating or trainer.sanity_checking):
+            self._take_skips(*self.eval_sets("validate")[dataloader_idx], batch)
+        elif trainer is not None and trainer.testing:
+            self._take_skips(*self.eval_sets("test")[dataloader_idx], batch)
+        return batch
+
+    def _take_skips(self, name: str, split: str, batch: Any) -> None:
+        if isinstance(batch, dict) and SKIPPED in batch:
+            failed = batch.pop(SKIPPED)
+            if failed:
+                self.parts[name].record_load_skips(split, failed)
+
+    def record_load_skips(self, name: str, items: Iterable[SkippedItem]) -> None:
+        """Record load-time skips of ``<part>/<split>`` (gathered from other ranks)."""
+        part, split = self._part_split(name)
+        part.record_load_skips(split, items)
+
+    def take_unreported_skips(self) -> dict[str, list[SkippedItem]]:
+        """Every part's load-time skips since the last call, under ``<part>/<split>``."""
+        return _by_part({name: part.take_unreported_skips() for name, part in self.parts.items()})
+
+    def _part_split(self, name: str) -> tuple[TaskDataModule, str]:
+        part, _, split = name.partition("/")
+        if part not in self.parts or not split:
+            raise KeyError(f"{name!r} is not <part>/<split> with a part of {list(self.parts)}")
+        return self.parts[part], split
 
     def train_dataloader(self) -> CombinedLoader:
         loaders = {name: self.parts[name].loader("train") for name in TRAINED_PARTS}
@@ -134,3 +191,12 @@ class MultimodalDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.parts[name].loader(split) for name, split in self.eval_sets("test")]
+
+
+def _by_part(per_part: Mapping[str, Mapping[str, _Value]]) -> dict[str, _Value]:
+    """``{part: {split: value}}`` -> ``{"<part>/<split>": value}``."""
+    return {
+        f"{name}/{split}": value
+        for name, splits in per_part.items()
+        for split, value in splits.items()
+    }

@@ -38,7 +38,7 @@ from mmembed.datagen.speech import (
     DEFAULT_VOICES,
     Utterance,
     add_reading_arguments,
-    check_flite,
+    check_voices,
     draw_reading,
     manifest_entry,
     synthesise_all,
@@ -62,7 +62,7 @@ def _spec(
 ) -> dict[str, Any]:
     """The corpus spec; the keywords are the options of the build (see the module docstring)."""
     if isinstance(voices, str) or not voices:
-        raise ValueError(f"voices must be a non-empty list of flite voices, got {voices!r}")
+        raise ValueError(f"voices must be a non-empty list of voices, got {voices!r}")
     if train_readings < 1 or label_readings < 1:
         raise ValueError("train_readings and label_readings must be at least 1")
     captions = corpus_folder.read_corpus_info(captions_dir, "mmembed.datagen.captions")
@@ -140,13 +140,13 @@ def build_spoken_caption_corpus(
     **options: Any,
 ) -> Path:
     """Synthesise the corpus into ``out_dir`` (replacing one there) from the caption corpus in
-    ``captions_dir`` and the class names of the video corpus in ``video_dir`` (``jobs`` flite
+    ``captions_dir`` and the class names of the video corpus in ``video_dir`` (``jobs`` synthesiser
     processes). ``options``: ``voices``, ``seed``, ``sample_rate``, ``train_readings``,
     ``label_readings`` (defaults in :func:`_spec`). The same options and source corpora always
     give the same manifests and audio."""
     out_dir, captions_dir, video_dir = Path(out_dir), Path(captions_dir), Path(video_dir)
     spec = _spec(captions_dir, video_dir, **options)
-    check_flite(spec["voices"])
+    check_voices(spec["voices"])
     readings = plan_readings(
         captions_dir,
         read_class_list(video_dir / "classes.txt"),
@@ -157,7 +157,9 @@ def build_spoken_caption_corpus(
     )
     with corpus_folder.staging(out_dir, __name__) as staging:
         planned = [pair for manifest in readings.values() for pair in manifest]
-        durations = synthesise_all([u for u, _ in planned], staging, spec["sample_rate"], jobs)
+        utterances = [utterance for utterance, _ in planned]
+        sets = list(dict.fromkeys(utterance.split for utterance in utterances))
+        durations = synthesise_all(utterances, sets, staging, spec["sample_rate"], jobs)
         duration_of = {u.audio_path: d for (u, _), d in zip(planned, durations, strict=True)}
         counts = {}
         for manifest, pairs in readings.items():

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Required, TypedDict
 import lightning as L
 import torch
 
+from mmembed.data.skips import PATHS
 from mmembed.embedding import SharedEmbedding
 from mmembed.tasks.optim import configure_optimizers, extend_schedules_to_run_length
 from mmembed.text.tokenizers import Tokenizer
@@ -149,6 +150,27 @@ class TokenTableTask(L.LightningModule):
         names = list(getattr(self.trainer.datamodule, "test_split_names", None) or ["test"])
         names += [f"test_{index}" for index in range(len(names), count)]
         return names[:count]
+
+    def nothing_to_learn(self) -> torch.Tensor:
+        """The loss of a training batch whose items all failed to load: zero, but reaching
+        every trainable parameter, so DDP ranks still meet in the gradient all-reduce
+        (returning None from one rank's step would hang the others). The optimizer still
+        steps, with zero gradients."""
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
+    def log_scored_items(self, split: str, count: int) -> None:
+        """``<split>/items``: how many items the split's metrics scored, i.e. those that loaded
+        (the final report shows it beside the scores)."""
+        self.log(
+            f"{split}/items", float(count), reduce_fx="sum", on_epoch=True,
+            batch_size=count, add_dataloader_idx=False,
+        )  # fmt: skip
+
+
+def is_empty(batch: Any) -> bool:
+    """Whether every item of ``batch`` failed to load (the data module counted them as skips;
+    the batch holds no tensors)."""
+    return isinstance(batch, dict) and not batch.get(PATHS, True)
 
 
 def log_examples(

@@ -24,7 +24,7 @@ from mmembed.metrics.captioning import CaptionMetrics, save_caption_grid
 from mmembed.models.decoding import CaptionDecoding, Hypothesis, beam_search
 from mmembed.models.decoding.options import as_options
 from mmembed.models.text_decoder import TransformerTextDecoder
-from mmembed.tasks.base import TokenTableArgs, TokenTableTask, log_examples
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty, log_examples
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,8 @@ class ImageCaptioning(TokenTableTask):
     # --- Lightning hooks -------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if is_empty(batch):
+            return self.nothing_to_learn()
         loss = self.teacher_forcing_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["captions"]))
         return loss
@@ -178,6 +180,8 @@ class ImageCaptioning(TokenTableTask):
         memory: torch.Tensor | None = None,
     ) -> None:
         """Loss, captions and metrics of one batch; ``memory``: the images already encoded."""
+        if is_empty(batch):
+            return
         memory = self(batch["images"]) if memory is None else memory
         loss = self.teacher_forcing_loss(batch, memory)
         hypotheses = [
@@ -194,6 +198,7 @@ class ImageCaptioning(TokenTableTask):
             sync_dist=True,
             add_dataloader_idx=False,
         )
+        self.log_scored_items(split, size)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._keep_samples(split, batch, hypotheses, num_batches)
 

@@ -24,7 +24,8 @@ class names. The objectives are weighted by ``weights``.
 
 Every validation and test scores retrieval both ways (recall@1/5/10, median rank, several
 positives per query) for audio<->text, image<->text, video<->label text, spoken caption<->image
-and spoken class name<->video, draws the top images of a few spoken and typed queries, and
+and spoken class name<->video, scores zero-shot classification (videos by new phrasings of their
+class names, images by spoken names), draws the top images of a few spoken and typed queries, and
 projects the shared space to 2-D with points of every modality.
 """
 
@@ -54,7 +55,7 @@ from mmembed.models.retrieval import (
 )
 from mmembed.models.table_rows import TableRows
 from mmembed.models.text_encoder import LabelTextEncoder
-from mmembed.tasks.base import TokenTableArgs, TokenTableTask
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty
 from mmembed.tasks.image_captioning import ImageCaptioning, _evenly_spaced
 from mmembed.tasks.speech_recognition import SpeechRecognition
 from mmembed.tasks.video_classification import VideoClassification
@@ -241,9 +242,9 @@ class MultimodalEmbedding(TokenTableTask):
             )
         return terms
 
-    def _video_terms(self, batch: Sequence[torch.Tensor]) -> dict:
+    def _video_terms(self, batch: dict[str, Any]) -> dict:
         terms = {}
-        clips, labels, _ = batch
+        clips, labels = batch["clips"], batch["labels"]
         embeddings = self.video.encoder(clips)
         if self._weighted("video"):
             terms["video"] = self.video.training_loss(self.video.classify(embeddings), labels)
@@ -256,17 +257,21 @@ class MultimodalEmbedding(TokenTableTask):
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if not batch:
+            raise ValueError("nothing to train on: the batch holds no part")
+        # a part whose items all failed to load (counted skips) adds no terms this step
+        parts = {name: part for name, part in batch.items() if not is_empty(part)}
         terms: dict[str, torch.Tensor] = {}
-        if "speech" in batch:
-            terms.update(self._speech_terms(batch["speech"], "speech", "audio_text"))
-        if "spoken" in batch:
-            terms.update(self._speech_terms(batch["spoken"], "spoken_ctc", "spoken_text"))
-        if "captions" in batch:
-            terms.update(self._caption_terms(batch["captions"]))
-        if "video" in batch:
-            terms.update(self._video_terms(batch["video"]))
+        if "speech" in parts:
+            terms.update(self._speech_terms(parts["speech"], "speech", "audio_text"))
+        if "spoken" in parts:
+            terms.update(self._speech_terms(parts["spoken"], "spoken_ctc", "spoken_text"))
+        if "captions" in parts:
+            terms.update(self._caption_terms(parts["captions"]))
+        if "video" in parts:
+            terms.update(self._video_terms(parts["video"]))
         if not terms:
-            raise ValueError(f"nothing to train on in a batch of {sorted(batch)}")
+            return self.nothing_to_learn()
         loss = sum(self.weights[name] * value for name, value in terms.items())
         self.log("train/loss", loss, prog_bar=True, batch_size=1)
         for name, value in terms.items():
@@ -295,6 +300,8 @@ class MultimodalEmbedding(TokenTableTask):
 
     def _evaluate(self, batch: Any, batch_idx: int, dataloader_idx: int, stage: str) -> None:
         part, split = self._eval_sets[dataloader_idx]
+        if is_empty(batch):  # every item failed to load (counted skips)
+            return
         name = "val" if stage == "val" else split  # the split name the parts log under
         kept = self._store.setdefault((part, split), defaultdict(list))
         if part == "speech":
@@ -313,7 +320,7 @@ class MultimodalEmbedding(TokenTableTask):
             kept["references"] += [list(map(normalize_text, refs)) for refs in batch["references"]]
             kept["images"].append(batch["images"].cpu())
         elif part == "video":
-            clips, labels, _ = batch
+            clips, labels = batch["clips"], batch["labels"]
             embeddings = self.video.encoder(clips.flatten(0, 1))
             self.video._evaluate(batch, name, embeddings)
             per_video = F.normalize(embeddings, dim=-1).view(*clips.shape[:2], -1).mean(dim=1)
@@ -404,6 +411,15 @@ class MultimodalEmbedding(TokenTableTask):
         if spoken and captions:
             both_ways("spoken_image", "image_spoken", spoken["embeddings"], captions["embeddings"],
                       _contains(captions["references"], spoken["texts"]).t())  # fmt: skip
+            # zero-shot: each image classified among the names read aloud, every name's
+            # readings averaged into one spoken prototype
+            names = list(dict.fromkeys(spoken["texts"]))
+            readings = positive_mask(names, spoken["texts"]).float()
+            prototypes = F.normalize(readings @ spoken["embeddings"].cpu(), dim=-1)
+            pairs["zero_shot_images_by_spoken_names"] = (
+                captions["embeddings"].cpu() @ prototypes.t(),
+                _contains(captions["references"], names),
+            )
         if spoken_labels and video:
             names = [self.video.class_names[label] for label in video["labels"]]
             positives = positive_mask(spoken_labels["texts"], names)

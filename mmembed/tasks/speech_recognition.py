@@ -21,7 +21,7 @@ from mmembed.models.decoding import CTCBeamDecoder, SpeechDecoding, beam_search,
 from mmembed.models.decoding.options import as_options
 from mmembed.models.heads import TiedLogits
 from mmembed.models.text_decoder import TransformerTextDecoder
-from mmembed.tasks.base import TokenTableArgs, TokenTableTask, log_examples
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty, log_examples
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ class SpeechRecognition(TokenTableTask):
     # --- Lightning hooks -------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if is_empty(batch):
+            return self.nothing_to_learn()
         encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
         loss, parts = self._losses(batch, *encoded)
         size = len(batch["texts"])
@@ -185,6 +187,8 @@ class SpeechRecognition(TokenTableTask):
     ) -> None:
         """Loss, transcripts and metrics of one batch; ``encoded``: its :meth:`_encode` output,
         when the caller has it already."""
+        if is_empty(batch):
+            return
         if encoded is None:
             encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
         loss, _ = self._losses(batch, *encoded)
@@ -197,6 +201,7 @@ class SpeechRecognition(TokenTableTask):
         self.log(f"{split}/loss", loss, prog_bar=split == "val", sync_dist=True, **logged)
         self.log(f"{split}/wer", self.metrics[f"{split}_wer"], **logged)
         self.log(f"{split}/cer", self.metrics[f"{split}_cer"], prog_bar=True, **logged)
+        self.log_scored_items(split, size)
         if batch_idx == 0 and self.num_logged_examples and self.trainer.is_global_zero:
             log_examples(
                 split, self.current_epoch, references, hypotheses, self.num_logged_examples

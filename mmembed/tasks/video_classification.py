@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
 from mmembed.models.heads import ScaledCosineLogits
 from mmembed.models.text_encoder import LabelTextEncoder
-from mmembed.tasks.base import TokenTableArgs, TokenTableTask
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,10 @@ class VideoClassification(TokenTableTask):
 
     # --- Lightning hooks ---------------------------------------------------------------------
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        clips, labels, _ = batch
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if is_empty(batch):
+            return self.nothing_to_learn()
+        clips, labels = batch["clips"], batch["labels"]
         logits = self(clips)
         loss = self.training_loss(logits, labels)
         size = labels.shape[0]
@@ -188,10 +190,12 @@ class VideoClassification(TokenTableTask):
         return loss
 
     def _evaluate(
-        self, batch: Sequence[torch.Tensor], split: str, embeddings: torch.Tensor | None = None
+        self, batch: dict[str, Any], split: str, embeddings: torch.Tensor | None = None
     ) -> None:
         """Loss and metrics of one batch; ``embeddings``: its clips (B * K) already encoded."""
-        clips, labels, _ = batch  # clips (B, K, 3, T, H, W)
+        if is_empty(batch):
+            return
+        clips, labels = batch["clips"], batch["labels"]  # clips (B, K, 3, T, H, W)
         batch_size, num_clips = clips.shape[:2]
         if embeddings is None:
             embeddings = self.encoder(clips.flatten(0, 1))
@@ -210,8 +214,9 @@ class VideoClassification(TokenTableTask):
             self.log(f"{split}/clip_top{k}", clip_metric, **per_clip)
             self.log(f"{split}/video_top{k}", video_metric, prog_bar=k == 1, **per_video)
         self.metrics[f"{split}_confusion"].update(video_scores.argmax(-1), labels)
+        self.log_scored_items(split, batch_size)
 
-    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def on_test_epoch_start(self) -> None:
@@ -221,7 +226,7 @@ class VideoClassification(TokenTableTask):
             self._add_split_metrics(split)
 
     def test_step(
-        self, batch: Sequence[torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._evaluate(batch, self._test_splits[dataloader_idx])
 

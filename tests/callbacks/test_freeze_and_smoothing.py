@@ -27,7 +27,13 @@ class Clips(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return self.clips[index], self.labels[index], index
+        # the video data module's batch layout
+        return {
+            "clips": self.clips[index],
+            "labels": self.labels[index],
+            "video_indices": index,
+            "paths": f"clip{index}.mp4",
+        }
 
 
 class Snapshots(L.Callback):
