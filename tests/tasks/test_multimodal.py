@@ -3,6 +3,7 @@
 import functools
 import json
 import shutil
+from types import SimpleNamespace
 
 import hydra
 import pytest
@@ -11,6 +12,7 @@ import torch
 from conftest import multimodal_overrides
 from mmembed import SharedEmbedding
 from mmembed.data.multimodal import MultimodalDataModule
+from mmembed.data.skips import PATHS, SKIPPED, SkippedItem
 from mmembed.export import export_program
 from mmembed.models.audio import build_audio_encoder
 from mmembed.tasks.speech_recognition import SpeechRecognition
@@ -248,3 +250,43 @@ def test_the_data_module_mixes_every_part_each_step(compose_train, multimodal_co
     texts = set(data.training_texts())
     assert set(data.parts["video"].class_names) <= texts
     assert set(data.parts["speech"].training_texts()) <= texts
+
+
+def test_items_that_fail_to_load_are_recorded_with_their_part(compose_train, multimodal_corpora):
+    data, _ = build(compose_train, multimodal_corpora)
+    data.prepare_splits()  # every split a run reads, test sets included, indexed up front
+    assert ("video", "test_ood") in data.eval_sets("test")
+    assert "speech/test_slow" in data.text_coverage  # its transcripts checked against the tokenizer
+    bad = SkippedItem("images/x.png", "unreadable image", "cannot decode it")
+    worse = SkippedItem("audio/y.wav", "unreadable", "cannot read audio")
+    data.trainer = SimpleNamespace(training=True, validating=False, sanity_checking=False,
+                                   testing=False)  # fmt: skip
+    batch = {"captions": {PATHS: [], SKIPPED: [bad]}, "speech": {PATHS: ["a"], SKIPPED: []}}
+    assert SKIPPED not in data.on_before_batch_transfer(batch, 0)["captions"]
+    data.trainer = SimpleNamespace(training=False, validating=False, sanity_checking=False,
+                                   testing=True)  # fmt: skip
+    index = data.eval_sets("test").index(("speech", "test_slow"))
+    data.on_before_batch_transfer({PATHS: [], SKIPPED: [worse]}, index)
+    assert data.skipped["captions/train"] == [bad]
+    assert data.skipped["speech/test_slow"] == [worse]
+    assert data.take_unreported_skips() == {"captions/train": [bad], "speech/test_slow": [worse]}
+    assert data.take_unreported_skips() == {}
+    # another rank's skips, gathered by the end-of-epoch report, land in the right part
+    data.record_load_skips("video/test_ood", [bad])
+    assert data.skipped["video/test_ood"] == [bad]
+    assert len(data.dataset("video/test_ood")) > 0
+    with pytest.raises(KeyError, match="not <part>/<split>"):
+        data.record_load_skips("test_ood", [bad])
+
+
+def test_a_step_whose_items_all_failed_learns_nothing_but_reaches_every_weight(
+    compose_train, multimodal_corpora
+):
+    _, model = build(compose_train, multimodal_corpora)
+    empty = {PATHS: [], SKIPPED: []}
+    loss = model.training_step({"captions": empty, "video": empty}, 0)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="holds no part"):
+        model.training_step({}, 0)
