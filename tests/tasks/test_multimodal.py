@@ -222,8 +222,8 @@ def test_overfit_retrieves_a_handful_of_pairs_perfectly_in_every_direction(
         "data.captions.augment=false", "data.captions.extra_test_files=null",
         "data.speech.extra_test_manifests=null", "data.video.extra_test_splits=null",
         "data.video.crop_scale=[1.0,1.0]", "task.speech.encoder.spec_augment=false",
-        "optimizer.lr=0.003", "trainer.max_epochs=100", "trainer.max_time=null",
-        "trainer.check_val_every_n_epoch=50", "callbacks=none", "logger=csv",
+        "optimizer.lr=0.003", "trainer.max_epochs=60", "trainer.max_time=null",
+        "trainer.check_val_every_n_epoch=30", "task.weights.spoken_text=3.0", "callbacks=none", "logger=csv",
     ))  # fmt: skip
     metrics = run(cfg)
     pairs = ("audio_text", "text_audio", "image_text", "text_image", "video_text", "text_video",
