@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import hydra
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import multimodal_overrides
 from mmembed import SharedEmbedding
@@ -182,10 +183,18 @@ def test_fast_dev_run_of_the_multimodal_experiment(compose_train, multimodal_cor
                  "val/captions/cider_d", "val/video/video_top1", "test/speech/wer",
                  "test/captions/bleu_4", "test_unseen/captions/cider_d", "test/video/clip_top1",
                  "test/retrieval/spoken_image_r1", "test/retrieval/video_spoken_median_rank",
-                 "val/retrieval/mean_r1"):  # fmt: skip
+                 "val/retrieval/mean_r1", "test/zero_shot/video_phrasings_top1",
+                 "test/zero_shot/images_by_spoken_names_top1",
+                 # the out-of-domain test sets: each part's metrics and its retrieval
+                 "test_slow/speech/cer", "test_espeak/retrieval/audio_text_r1",
+                 "test_unseen/retrieval/text_image_r1", "test_ood/video/video_top1",
+                 "test_ood/retrieval/video_text_median_rank",
+                 "test_ood/zero_shot/video_phrasings_top1"):  # fmt: skip
         assert name in metrics, name
+    assert all(0.0 <= value <= 1.0 for name, value in metrics.items() if "zero_shot" in name)
     for pair in ("audio_text", "text_audio", "image_text", "text_image", "video_text",
-                 "text_video", "spoken_image", "image_spoken", "spoken_video", "video_spoken"):
+                 "text_video", "spoken_text", "text_spoken", "spoken_image", "image_spoken",
+                 "spoken_video", "video_spoken"):
         for metric in ("r1", "r5", "r10", "median_rank"):
             assert f"test/retrieval/{pair}_{metric}" in metrics
     run_dir = tmp_path / "run"
@@ -223,7 +232,8 @@ def test_overfit_retrieves_a_handful_of_pairs_perfectly_in_every_direction(
         "data.speech.extra_test_manifests=null", "data.video.extra_test_splits=null",
         "data.video.crop_scale=[1.0,1.0]", "task.speech.encoder.spec_augment=false",
         "optimizer.lr=0.003", "trainer.max_epochs=60", "trainer.max_time=null",
-        "trainer.check_val_every_n_epoch=30", "task.weights.spoken_text=3.0", "callbacks=none", "logger=csv",
+        "trainer.check_val_every_n_epoch=30", "task.weights.spoken_text=3.0",
+        "callbacks=none", "logger=csv",
     ))  # fmt: skip
     metrics = run(cfg)
     pairs = ("audio_text", "text_audio", "image_text", "text_image", "video_text", "text_video",
@@ -292,3 +302,25 @@ def test_a_step_whose_items_all_failed_learns_nothing_but_reaches_every_weight(
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="holds no part"):
         model.training_step({}, 0)
+
+
+def test_images_are_classified_zero_shot_by_the_mean_of_each_names_readings(
+    compose_train, multimodal_corpora
+):
+    _, model = build(compose_train, multimodal_corpora)
+    spoken = F.normalize(torch.randn(5, model.width), dim=-1)
+    images = F.normalize(torch.randn(3, model.width), dim=-1)
+    texts = ["red heart", "smiling face", "red heart", "a cat", "smiling face"]
+    references = [["red heart", "a heart"], ["smiling face"], ["a cat", "an animal"]]
+    model._store = {
+        ("spoken", "test"): {"embeddings": [spoken], "texts": texts},
+        ("captions", "test"): {"embeddings": [images], "references": references, "images": []},
+    }
+    similarity, positives = model.retrieval_pairs("test")["zero_shot_images_by_spoken_names"]
+    names = ["red heart", "smiling face", "a cat"]
+    prototypes = torch.stack([
+        F.normalize(sum(e for e, t in zip(spoken, texts, strict=True) if t == name), dim=0)
+        for name in names
+    ])  # fmt: skip
+    torch.testing.assert_close(similarity, images @ prototypes.t())
+    assert positives.tolist() == [[True, False, False], [False, True, False], [False, False, True]]
