@@ -324,3 +324,24 @@ def test_images_are_classified_zero_shot_by_the_mean_of_each_names_readings(
     ])  # fmt: skip
     torch.testing.assert_close(similarity, images @ prototypes.t())
     assert positives.tolist() == [[True, False, False], [False, True, False], [False, False, True]]
+
+
+def test_under_ddp_every_part_shards_its_training_data(
+    compose_train, multimodal_corpora, monkeypatch
+):
+    data, _ = build(compose_train, multimodal_corpora)
+    data.setup("fit")
+    seen: dict[str, list[list[list[str]]]] = {}
+    for rank, world in ((0, 1), (0, 2), (1, 2)):  # alone, then the ranks of a 2-process run
+        monkeypatch.setattr("mmembed.data.sampling.rank_and_world", lambda r=rank, w=world: (r, w))
+        for name, loader in data.train_dataloader().iterables.items():
+            seen.setdefault(name, []).append([list(map(str, batch[PATHS])) for batch in loader])
+    assert set(seen) == {"speech", "captions", "video", "spoken"}
+    for name, (alone, first, second) in seen.items():
+        everything = [path for batch in alone for path in batch]
+        shards = [[path for batch in shard for path in batch] for shard in (first, second)]
+        # together the ranks read all of it, each about half (padded by repeating to even out)
+        assert set(shards[0]) | set(shards[1]) == set(everything), name
+        padding = max(map(len, alone))
+        assert len(shards[0]) + len(shards[1]) <= len(everything) + padding, name
+        assert len(first) == len(second), name  # ranks step together
