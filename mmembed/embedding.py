@@ -24,19 +24,50 @@ Strategy = Literal["auto", "direct", "folded"]
 __all__ = ["SharedEmbedding"]
 
 
+class TableArgumentError(ValueError, AssertionError):
+    """A table argument ``nn.Embedding`` refuses with an ``AssertionError`` (padding_idx outside
+    the table, a ``_weight`` or pretrained table of the wrong shape): catchable as either."""
+
+
+class NegativeSizeError(ValueError, RuntimeError):
+    """A negative table or projection size (``RuntimeError`` in torch)."""
+
+
+class IdsDtypeError(TypeError, RuntimeError):
+    """Ids that are not int32/int64 (``RuntimeError`` in torch, ``TypeError`` before)."""
+
+
+# The options the repr shows when they differ from these defaults (nn.Embedding's first).
+_REPR_DEFAULTS = (
+    ("padding_idx", None), ("max_norm", None), ("norm_type", 2.0),
+    ("scale_grad_by_freq", False), ("sparse", False), ("backend", "auto"),
+    ("strategy", "auto"), ("deterministic", False), ("check_ids", True),
+)  # fmt: skip
+
+
 class SharedEmbedding(nn.Module):
     """Embedding lookup fused with a linear projection, ``E[ids] @ W.T + b``.
 
+    The positional arguments are ``nn.Embedding``'s, in its order, with its meaning; everything
+    this layer adds is keyword-only. With ``out_features=None`` it is a drop-in ``nn.Embedding``.
+
     Args:
-        num_embeddings: rows V of the table E.
-        embedding_dim: width D of a table row.
-        out_features: model width H of the projection W (H x D). ``None``: no projection, the
-            layer is a plain lookup (``nn.Embedding``).
-        bias: whether the projection has a bias b (H,).
+        num_embeddings: rows V of the table E (0 allowed, as in torch).
+        embedding_dim: width D of a table row (0 allowed).
         padding_idx: this row gets no gradient and is initialised to zeros, as in
             ``nn.Embedding`` (so it outputs just the bias).
-        max_norm: rows looked up with a norm above this are renormalised in place first,
-            as in ``nn.Embedding``. ``norm_type`` is the p of that norm.
+        max_norm: rows looked up with a norm above this are renormalised in place first
+            (on ``weight.detach()``, as in ``nn.Embedding``). ``norm_type`` is the p of that norm.
+        scale_grad_by_freq: scale the table's gradient by the inverse frequency of each id in
+            the batch (``nn.Embedding``'s option; the projection's gradient is not scaled).
+        sparse: the table's gradient is a sparse tensor (for ``SGD``/``SparseAdam``), as in
+            ``nn.Embedding``. The fused plans produce dense gradients, so a sparse layer always
+            runs the direct torch plan.
+        _weight: use this tensor (V x D) as the table, sharing its storage (``nn.Embedding``'s
+            ``_weight``); ``_freeze`` then makes it frozen. Integer tables are always frozen.
+        out_features: model width H of the projection W (H x D). ``None``: no projection, the
+            layer is a plain lookup (``nn.Embedding``). Keyword-only.
+        bias: whether the projection has a bias b (H,).
         backend: ``"triton"``: the Triton kernels (on CUDA; the torch path elsewhere);
             ``"torch"``: the same plans in torch ops; ``"auto"``: per device and shape class,
             whichever the recorded benchmarks show faster (the table ``AUTO`` in
@@ -56,54 +87,77 @@ class SharedEmbedding(nn.Module):
         self,
         num_embeddings: int,
         embedding_dim: int,
-        out_features: int | None = None,
-        bias: bool = True,
         padding_idx: int | None = None,
         max_norm: float | None = None,
         norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        _weight: torch.Tensor | None = None,
+        _freeze: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        out_features: int | None = None,
+        bias: bool = True,
         backend: Backend = "auto",
         deterministic: bool = False,
         strategy: Strategy = "auto",
         check_ids: bool = True,
-        device=None,
-        dtype=None,
     ) -> None:
         super().__init__()
-        if num_embeddings <= 0 or embedding_dim <= 0:
-            raise ValueError(
-                f"num_embeddings and embedding_dim must be positive, got {num_embeddings} "
-                f"and {embedding_dim}"
-            )
-        if out_features is not None and out_features <= 0:
-            raise ValueError(f"out_features must be positive or None, got {out_features}")
+        for name, size in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim),
+                           ("out_features", out_features)):  # fmt: skip
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+                raise TypeError(f"{name} must be an int, got {size!r}")
+            if size is not None and size < 0:
+                raise NegativeSizeError(f"{name} must be non-negative, got {size}")
         if backend not in ("auto", "triton", "torch"):
             raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
         if strategy not in ("auto", "direct", "folded"):
             raise ValueError(f"strategy must be 'auto', 'direct' or 'folded', got {strategy!r}")
+        if sparse and scale_grad_by_freq and not check_ids:
+            raise ValueError(
+                "sparse=True with scale_grad_by_freq=True needs check_ids=True (unchecked "
+                "out-of-range ids would count toward row 0's frequency)"
+            )
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(
+                raise TableArgumentError(
                     f"padding_idx {padding_idx} is outside a table of {num_embeddings} rows"
                 )
             padding_idx %= num_embeddings
-        factory = {"device": device, "dtype": dtype}
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.out_features = out_features
         self.padding_idx = padding_idx
         self.max_norm = max_norm
         self.norm_type = norm_type
+        self.scale_grad_by_freq = scale_grad_by_freq
+        self.sparse = sparse
         self.backend = backend
         self.strategy = strategy
         self.deterministic = deterministic
         self.check_ids = check_ids
-        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, **factory))
+        if _weight is None:
+            table = torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype)
+        elif tuple(_weight.shape) != (num_embeddings, embedding_dim):
+            raise TableArgumentError(
+                f"_weight has shape {tuple(_weight.shape)}, the layer needs "
+                f"({num_embeddings}, {embedding_dim})"
+            )
+        else:
+            table = _weight
+        trainable = table.is_floating_point() and not (_weight is not None and _freeze)
+        self.weight = nn.Parameter(table, requires_grad=trainable)
+        # an integer table (frozen, as nn.Embedding allows) feeds a float projection
+        proj_dtype = table.dtype if table.is_floating_point() else dtype
         self.projection = (
-            nn.Linear(embedding_dim, out_features, bias=bias, **factory)
+            nn.Linear(embedding_dim, out_features, bias=bias, device=table.device, dtype=proj_dtype)
             if out_features is not None
             else None
         )
-        self.reset_parameters()
+        if _weight is None:
+            self.reset_parameters()
 
     # ----------------------------------------------------------------------------------------
     def reset_parameters(self) -> None:
@@ -124,25 +178,29 @@ class SharedEmbedding(nn.Module):
         return self.out_features if self.out_features is not None else self.embedding_dim
 
     def extra_repr(self) -> str:
+        """``nn.Embedding``'s repr, then every option of this layer that is not its default."""
         parts = [f"{self.num_embeddings}, {self.embedding_dim}"]
         if self.out_features is not None:
             parts.append(f"out_features={self.out_features}")
-            parts.append(f"bias={self.projection.bias is not None}")
-        for name in ("padding_idx", "max_norm"):
-            if getattr(self, name) is not None:
-                parts.append(f"{name}={getattr(self, name)}")
-        if self.backend != "auto":
-            parts.append(f"backend={self.backend!r}")
-        if self.strategy != "auto":
-            parts.append(f"strategy={self.strategy!r}")
+            if self.projection.bias is None:
+                parts.append("bias=False")
+        for name, default in _REPR_DEFAULTS:
+            value = getattr(self, name)
+            if value != default:
+                parts.append(f"{name}={value!r}")
         return ", ".join(parts)
 
     # ----------------------------------------------------------------------------------------
     def plan(self, num_ids, dtype: torch.dtype | None = None) -> cost_model.Plan:
         """How a call with ``num_ids`` ids computes on the table's device: backend, whether it
-        folds, and the shape class (:func:`mmembed.ops.embed_project.cost_model.plan`)."""
+        folds, and the shape class (:func:`mmembed.ops.embed_project.cost_model.plan`).
+
+        Sparse gradients, integer and empty tables take the direct torch plan: the fused plans
+        return dense float gradients and have nothing to do for an empty table."""
         if dtype is None:
             dtype = self.weight.dtype if self.projection is None else self.projection.weight.dtype
+        if self.sparse or not self.weight.is_floating_point() or self.weight.numel() == 0:
+            return cost_model.Plan("torch", False, cost_model.LARGE)
         # a pure function of its arguments: cached in eager mode, traced (a constant) when compiling
         plan = cost_model.plan if torch.compiler.is_compiling() else cost_model.cached_plan
         return plan(
@@ -151,8 +209,10 @@ class SharedEmbedding(nn.Module):
         )  # fmt: skip
 
     def _validate_ids(self, ids: torch.Tensor) -> None:
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"ids must be a tensor, got {type(ids).__name__}")
         if ids.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"ids must be int32 or int64, got {ids.dtype}")
+            raise IdsDtypeError(f"ids must be int32 or int64, got {ids.dtype}")
         if ids.device != self.weight.device:
             raise ValueError(f"ids are on {ids.device} but the table is on {self.weight.device}")
 
@@ -178,21 +238,26 @@ class SharedEmbedding(nn.Module):
         elif self.check_ids:  # eager: the same check without an op's dispatch (~0.2 ms on CPU)
             check_ids(ids, self.num_embeddings)
         if self.max_norm is not None:
+            # in place on the detached table, as torch does: forward-mode AD still sees weight
             with torch.no_grad():
                 torch.embedding_renorm_(
-                    self.weight, ids.reshape(-1).contiguous(), self.max_norm, self.norm_type
-                )
+                    self.weight.detach(), ids.reshape(-1).contiguous(), self.max_norm,
+                    self.norm_type,
+                )  # fmt: skip
 
         proj_weight, bias = self._projection_params()
         dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype
         plan = self.plan(ids.numel(), dtype)
         padding_idx = -1 if self.padding_idx is None else self.padding_idx
         mask = not self.check_ids
-        if plan.backend == "torch":  # torch ops under autograd: their backward is sum-by-id
+        scale = self.scale_grad_by_freq
+        # torch ops under autograd (their backward is sum-by-id), except where only the op's
+        # explicit backward scales dE alone: folded (autograd would scale dW too) or masked ids
+        if plan.backend == "torch" and not (scale and (plan.fold or mask) and not self.sparse):
             return torch_path.forward(ids, self.weight, proj_weight, bias, plan.fold, mask,
-                                      padding_idx)  # fmt: skip
+                                      padding_idx, scale, self.sparse)  # fmt: skip
         out = embed_project(ids.reshape(-1), self.weight, proj_weight, bias, padding_idx,
-                            plan.fold, True, mask)  # fmt: skip
+                            plan.fold, plan.backend == "triton", mask, scale)  # fmt: skip
         return out.reshape(*ids.shape, out.shape[-1])
 
     # ----------------------------------------------------------------------------------------
@@ -253,26 +318,28 @@ class SharedEmbedding(nn.Module):
         cls,
         embeddings: torch.Tensor,
         freeze: bool = True,
-        out_features: int | None = None,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
         **kwargs,
     ) -> SharedEmbedding:
-        """A layer whose table is ``embeddings`` (V x D), like ``nn.Embedding.from_pretrained``.
+        """A layer whose table *is* ``embeddings`` (V x D, its storage shared, not copied), with
+        ``nn.Embedding.from_pretrained``'s positional arguments; the layer's own options
+        (``out_features=``, ``backend=``, ...) are keywords.
 
         ``freeze`` freezes only the table: a projection (``out_features``) stays trainable.
-        The padding row keeps the given values (as in torch).
+        Integer tables are accepted and always frozen (as in torch). The padding row keeps the
+        given values (as in torch).
         """
         if embeddings.dim() != 2:
-            raise ValueError(
+            raise TableArgumentError(
                 f"embeddings must be 2-D (rows x dim), got shape {tuple(embeddings.shape)}"
             )
-        kwargs.setdefault("device", embeddings.device)
-        kwargs.setdefault("dtype", embeddings.dtype)
-        layer = cls(embeddings.shape[0], embeddings.shape[1], out_features, **kwargs)
-        with torch.no_grad():
-            layer.weight.copy_(embeddings)
-        if freeze:
-            layer.freeze()
-        return layer
+        rows, dim = embeddings.shape
+        return cls(rows, dim, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse,
+                   _weight=embeddings, _freeze=freeze, **kwargs)  # fmt: skip
 
     @classmethod
     def from_word_vectors(

@@ -160,7 +160,8 @@ def bench_case(case: Case, device: str, reps: int, use_compile: bool, check_ids:
 
     def layer_with(**kw):
         torch.manual_seed(0)
-        return SharedEmbedding(V, D, H, check_ids=check_ids, device=device, dtype=dtype, **kw)
+        return SharedEmbedding(V, D, out_features=H, check_ids=check_ids, device=device,
+                               dtype=dtype, **kw)  # fmt: skip
 
     layer = layer_with()
     E, W, b = layer.weight, layer.projection.weight, layer.projection.bias

@@ -37,7 +37,8 @@ def heavy_ids(V, N, padding_idx=None):
 def test_cuda_matches_float64(backend, klass, strategy, dtype):
     torch.manual_seed(0)
     V, N = SHAPES[klass]
-    layer = SharedEmbedding(V, 192, 320, padding_idx=7, backend=backend, strategy=strategy,
+    layer = SharedEmbedding(V, 192, out_features=320, padding_idx=7, backend=backend,
+                            strategy=strategy,
                             device="cuda", dtype=dtype)  # fmt: skip
     if strategy == "auto":
         assert layer.plan(N).shape_class == klass or dtype == torch.float32
@@ -68,7 +69,8 @@ def test_backward_is_bitwise_repeatable_and_mode_free(klass):
     runs = []
     for deterministic in (False, False, True):
         torch.manual_seed(0)
-        layer = SharedEmbedding(V, 256, 512, backend="triton", deterministic=deterministic,
+        layer = SharedEmbedding(V, 256, out_features=512, backend="triton",
+                                deterministic=deterministic,
                                 device="cuda", dtype=torch.bfloat16)  # fmt: skip
         layer(ids).backward(upstream)
         runs.append([p.grad for p in layer.parameters()])
@@ -80,7 +82,8 @@ def test_backward_is_bitwise_repeatable_and_mode_free(klass):
 def test_backward_never_syncs_with_the_host(klass):
     # CUDA-graph safe: with the id check off, nothing in forward or backward waits for the GPU
     V, N = SHAPES[klass]
-    layer = SharedEmbedding(V, 128, 256, backend="triton", check_ids=False, device="cuda",
+    layer = SharedEmbedding(V, 128, out_features=256, backend="triton", check_ids=False,
+                            device="cuda",
                             dtype=torch.bfloat16)  # fmt: skip
     ids = heavy_ids(V, N)
     upstream = torch.randn(N, 256, device="cuda", dtype=torch.bfloat16)
@@ -95,7 +98,8 @@ def test_backward_never_syncs_with_the_host(klass):
 
 def test_forward_and_backward_capture_in_a_cuda_graph():
     torch.manual_seed(0)
-    layer = SharedEmbedding(3000, 128, 256, backend="triton", check_ids=False, device="cuda",
+    layer = SharedEmbedding(3000, 128, out_features=256, backend="triton", check_ids=False,
+                            device="cuda",
                             dtype=torch.bfloat16)  # fmt: skip
     ids = heavy_ids(3000, 8192)
     upstream = torch.randn(8192, 256, device="cuda", dtype=torch.bfloat16)
@@ -119,7 +123,7 @@ def test_forward_and_backward_capture_in_a_cuda_graph():
 
 
 def test_bad_ids_raise_before_any_kernel_or_read_the_zero_row():
-    layer = SharedEmbedding(100, 64, 64, backend="triton", device="cuda")
+    layer = SharedEmbedding(100, 64, out_features=64, backend="triton", device="cuda")
     for bad in (100, -1):
         ids = torch.tensor([[1, 2, 3], [4, bad, 5]], device="cuda")
         with pytest.raises(IndexError, match=rf"id {bad} at position \(1, 1\).*100 rows"):
@@ -134,7 +138,8 @@ def test_bad_ids_raise_before_any_kernel_or_read_the_zero_row():
 def test_compile_keeps_the_triton_kernels(V):
     from torch._inductor.utils import run_and_get_code
 
-    layer = SharedEmbedding(V, 128, 256, backend="triton", device="cuda", dtype=torch.bfloat16,
+    layer = SharedEmbedding(V, 128, out_features=256, backend="triton", device="cuda",
+                            dtype=torch.bfloat16,
                             check_ids=False)  # fmt: skip
     ids = torch.randint(0, V, (8, 1024), device="cuda")
     compiled = torch.compile(layer, fullgraph=True)
@@ -165,7 +170,7 @@ def test_auto_table_has_an_entry_for_this_device():
     "H100, 2026-11-27); kept as the acceptance check once AOTInductor packaging is fixed",
 )
 def test_aot_inductor_package_runs_the_kernels(tmp_path):
-    layer = SharedEmbedding(1000, 128, 256, backend="triton", device="cuda",
+    layer = SharedEmbedding(1000, 128, out_features=256, backend="triton", device="cuda",
                             dtype=torch.bfloat16).eval()  # fmt: skip
     ids = torch.randint(0, 1000, (4, 64), device="cuda")
     program = torch.export.export(layer, (ids,))
