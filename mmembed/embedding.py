@@ -20,6 +20,7 @@ from mmembed.ops.embed_project import (
 
 Backend = Literal["auto", "triton", "torch"]
 Strategy = Literal["auto", "direct", "folded"]
+BagMode = Literal["sum", "mean", "max"]
 
 __all__ = ["SharedEmbedding"]
 
@@ -41,7 +42,8 @@ class IdsDtypeError(TypeError, RuntimeError):
 _REPR_DEFAULTS = (
     ("padding_idx", None), ("max_norm", None), ("norm_type", 2.0),
     ("scale_grad_by_freq", False), ("sparse", False), ("backend", "auto"),
-    ("strategy", "auto"), ("deterministic", False), ("check_ids", True),
+    ("strategy", "auto"), ("deterministic", False), ("check_ids", True), ("mode", None),
+    ("include_last_offset", False), ("mask_zero", False),
 )  # fmt: skip
 
 
@@ -80,7 +82,18 @@ class SharedEmbedding(nn.Module):
         check_ids: raise ``IndexError`` naming an id outside ``[0, num_embeddings)`` and its
             position, in eager mode and in compiled and exported graphs alike (one host sync).
             Off: nothing is checked, and such an id reads as an all-zero table row (the output
-            is the bias) that receives no gradient.
+            is the bias) that receives no gradient. Bags always check their ids.
+        mode: ``None``: one output row per id (``nn.Embedding``). ``"sum"``, ``"mean"`` or
+            ``"max"``: ``nn.EmbeddingBag`` followed by the projection, one output row per bag:
+            ``forward(ids, offsets, per_sample_weights)`` with ``nn.EmbeddingBag``'s ``offsets``
+            or 2-D ids (one bag per row), ``per_sample_weights`` (sum mode), the padding row
+            left out of its bag, empty bags pooling to zeros (so their output is the bias).
+            Bags pool table rows, before the projection: D-wide sums instead of H-wide, and
+            for sum/mean the same as pooling projected rows (up to ``count * b`` for sums).
+        include_last_offset: ``nn.EmbeddingBag``'s: ``offsets`` has one more entry, the end of
+            the last bag.
+        mask_zero: Keras' ``mask_zero``: id 0 is padding, :meth:`compute_mask` marks it (without
+            it, the mask marks ``padding_idx``).
     """
 
     def __init__(
@@ -103,6 +116,9 @@ class SharedEmbedding(nn.Module):
         deterministic: bool = False,
         strategy: Strategy = "auto",
         check_ids: bool = True,
+        mode: BagMode | None = None,
+        include_last_offset: bool = False,
+        mask_zero: bool = False,
     ) -> None:
         super().__init__()
         for name, size in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim),
@@ -115,6 +131,10 @@ class SharedEmbedding(nn.Module):
             raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
         if strategy not in ("auto", "direct", "folded"):
             raise ValueError(f"strategy must be 'auto', 'direct' or 'folded', got {strategy!r}")
+        if mode not in (None, "sum", "mean", "max"):
+            raise ValueError(f"mode must be None, 'sum', 'mean' or 'max', got {mode!r}")
+        if include_last_offset and mode is None:
+            raise ValueError("include_last_offset is a bag option: set mode='sum'|'mean'|'max'")
         if sparse and scale_grad_by_freq and not check_ids:
             raise ValueError(
                 "sparse=True with scale_grad_by_freq=True needs check_ids=True (unchecked "
@@ -138,6 +158,9 @@ class SharedEmbedding(nn.Module):
         self.strategy = strategy
         self.deterministic = deterministic
         self.check_ids = check_ids
+        self.mode = mode
+        self.include_last_offset = include_last_offset
+        self.mask_zero = mask_zero
         if _weight is None:
             table = torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype)
         elif tuple(_weight.shape) != (num_embeddings, embedding_dim):
@@ -230,12 +253,34 @@ class SharedEmbedding(nn.Module):
             bias = bias.to(dtype) if bias is not None else None
         return proj_weight, bias
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """``(*ids.shape)`` int ids -> ``(*ids.shape, output_dim)``."""
+    def compute_mask(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Keras' padding mask: ``True`` at real tokens, ``False`` at the padding id (0 with
+        ``mask_zero``, else ``padding_idx``); ``None`` when the layer has neither. Its negation
+        is the ``key_padding_mask`` of ``nn.MultiheadAttention``/``nn.Transformer``."""
+        pad = 0 if self.mask_zero else self.padding_idx
+        return None if pad is None else ids != pad
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        offsets: torch.Tensor | None = None,
+        per_sample_weights: torch.Tensor | None = None,
+        *,
+        return_mask: bool = False,
+    ):
+        """``(*ids.shape)`` int ids -> ``(*ids.shape, output_dim)``; with a bag ``mode``,
+        ``nn.EmbeddingBag``'s ``(ids, offsets, per_sample_weights)`` -> ``(bags, output_dim)``.
+
+        ``return_mask``: also return :meth:`compute_mask` of the ids, ``(out, mask)``.
+        """
         self._validate_ids(ids)
+        if self.mode is None and (offsets is not None or per_sample_weights is not None):
+            raise ValueError("offsets and per_sample_weights need a bag mode ('sum'|'mean'|'max')")
+        if return_mask and self.mode is not None:
+            raise ValueError("return_mask: a bag's pooled output has no per-token mask")
         if self.check_ids and torch.compiler.is_compiling():  # an op, kept in the graph
             ids = checked_ids(ids, self.num_embeddings)
-        elif self.check_ids:  # eager: the same check without an op's dispatch (~0.2 ms on CPU)
+        elif self.check_ids or self.mode is not None:  # eager: no op dispatch (~0.2 ms on CPU)
             check_ids(ids, self.num_embeddings)
         if self.max_norm is not None:
             # in place on the detached table, as torch does: forward-mode AD still sees weight
@@ -244,7 +289,25 @@ class SharedEmbedding(nn.Module):
                     self.weight.detach(), ids.reshape(-1).contiguous(), self.max_norm,
                     self.norm_type,
                 )  # fmt: skip
+        if self.mode is not None:
+            return self._bags(ids, offsets, per_sample_weights)
+        out = self._lookup(ids)
+        return (out, self.compute_mask(ids)) if return_mask else out
 
+    def _bags(self, ids, offsets, per_sample_weights) -> torch.Tensor:
+        if not self.weight.is_floating_point():
+            raise TypeError(f"bags pool float tables; this table is {self.weight.dtype}")
+        # int64 ids and offsets, whatever the check returned: ONNX's EmbeddingBag lowering
+        # mixes them with int64 indices
+        ids = ids.long()
+        offsets = offsets.long() if offsets is not None else None
+        proj_weight, bias = self._projection_params()
+        return torch_path.bag_forward(
+            ids, self.weight, proj_weight, bias, offsets, per_sample_weights, self.mode,
+            self.include_last_offset, self.padding_idx, self.scale_grad_by_freq, self.sparse,
+        )  # fmt: skip
+
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         proj_weight, bias = self._projection_params()
         dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype
         plan = self.plan(ids.numel(), dtype)
