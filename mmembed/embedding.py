@@ -222,13 +222,16 @@ class SharedEmbedding(nn.Module):
         return dense float gradients and have nothing to do for an empty table."""
         if dtype is None:
             dtype = self.weight.dtype if self.projection is None else self.projection.weight.dtype
-        if self.sparse or not self.weight.is_floating_point() or self.weight.numel() == 0:
+        return self._plan(num_ids, self.weight, self.out_features, dtype)
+
+    def _plan(self, num_ids, table: torch.Tensor, out_dim: int | None, dtype) -> cost_model.Plan:
+        if self.sparse or not table.is_floating_point() or table.numel() == 0:
             return cost_model.Plan("torch", False, cost_model.LARGE)
         # a pure function of its arguments: cached in eager mode, traced (a constant) when compiling
         plan = cost_model.plan if torch.compiler.is_compiling() else cost_model.cached_plan
         return plan(
-            num_ids, self.num_embeddings, self.embedding_dim, self.out_features, dtype,
-            self.weight.device, self.backend, self.strategy,
+            num_ids, table.shape[0], table.shape[1], out_dim, dtype, table.device, self.backend,
+            self.strategy,
         )  # fmt: skip
 
     def _validate_ids(self, ids: torch.Tensor) -> None:
@@ -291,7 +294,9 @@ class SharedEmbedding(nn.Module):
                 )  # fmt: skip
         if self.mode is not None:
             return self._bags(ids, offsets, per_sample_weights)
-        out = self._lookup(ids)
+        out = self._embed(ids, self.weight, *self._projection_params())
+        if self.lora_rank:  # (E + s A B)[ids] @ W.T = E[ids] @ W.T + A[ids] @ (s W B.T).T
+            out = out + self._embed(ids, self.lora_a, self._lora_projection(), None)
         return (out, self.compute_mask(ids)) if return_mask else out
 
     def _bags(self, ids, offsets, per_sample_weights) -> torch.Tensor:
@@ -301,25 +306,31 @@ class SharedEmbedding(nn.Module):
         # mixes them with int64 indices
         ids = ids.long()
         offsets = offsets.long() if offsets is not None else None
-        proj_weight, bias = self._projection_params()
-        return torch_path.bag_forward(
-            ids, self.weight, proj_weight, bias, offsets, per_sample_weights, self.mode,
-            self.include_last_offset, self.padding_idx, self.scale_grad_by_freq, self.sparse,
-        )  # fmt: skip
+        if self.lora_rank and self.mode == "max":
+            raise NotImplementedError("LoRA with max bags (max does not commute with A @ B): "
+                                      "merge_lora() first")  # fmt: skip
+        options = (offsets, per_sample_weights, self.mode, self.include_last_offset,
+                   self.padding_idx, self.scale_grad_by_freq, self.sparse)  # fmt: skip
+        pooled = torch_path.bag_pool(ids, self.weight, *options)
+        if self.lora_rank:  # pooled (E + s A B) rows = pooled E rows + (pooled A rows) @ s B
+            pooled_a = torch_path.bag_pool(ids, self.lora_a, *options)
+            pooled = pooled + torch_path.project(pooled_a, self.lora_scale * self.lora_b.t(), None)
+        return torch_path.project(pooled, *self._projection_params())
 
-    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        proj_weight, bias = self._projection_params()
-        dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype
-        plan = self.plan(ids.numel(), dtype)
+    def _embed(self, ids, table, proj_weight, bias) -> torch.Tensor:
+        """``table[ids] @ proj_weight.T + bias`` by the plan for these shapes (the one op)."""
+        dtype = proj_weight.dtype if proj_weight is not None else table.dtype
+        out_dim = proj_weight.shape[0] if proj_weight is not None else None
+        plan = self._plan(ids.numel(), table, out_dim, dtype)
         padding_idx = -1 if self.padding_idx is None else self.padding_idx
         mask = not self.check_ids
         scale = self.scale_grad_by_freq
         # torch ops under autograd (their backward is sum-by-id), except where only the op's
         # explicit backward scales dE alone: folded (autograd would scale dW too) or masked ids
         if plan.backend == "torch" and not (scale and (plan.fold or mask) and not self.sparse):
-            return torch_path.forward(ids, self.weight, proj_weight, bias, plan.fold, mask,
+            return torch_path.forward(ids, table, proj_weight, bias, plan.fold, mask,
                                       padding_idx, scale, self.sparse)  # fmt: skip
-        out = embed_project(ids.reshape(-1), self.weight, proj_weight, bias, padding_idx,
+        out = embed_project(ids.reshape(-1), table, proj_weight, bias, padding_idx,
                             plan.fold, plan.backend == "triton", mask, scale)  # fmt: skip
         return out.reshape(*ids.shape, out.shape[-1])
 
@@ -334,6 +345,8 @@ class SharedEmbedding(nn.Module):
             norms = table.detach().norm(p=self.norm_type, dim=1, keepdim=True)
             scale = torch.where(norms > self.max_norm, self.max_norm / (norms + 1e-7), 1.0)
             table = table * scale
+        if self.lora_rank:
+            table = table + self.lora_delta()
         if self.projection is None:
             return table
         return self.projection(table)
@@ -352,7 +365,10 @@ class SharedEmbedding(nn.Module):
         if self.projection is None or self.max_norm is not None:
             return hidden @ self.projected_table().t()
         w, b = self.projection.weight, self.projection.bias
-        scores = (hidden @ w) @ self.weight.t()
+        h = hidden @ w
+        scores = h @ self.weight.t()
+        if self.lora_rank:  # never the merged V x D table: (h @ s B.T) @ A.T
+            scores = scores + (h @ (self.lora_scale * self.lora_b.t())) @ self.lora_a.t()
         if b is not None:
             scores = scores + (hidden @ b).unsqueeze(-1)
         return scores
@@ -362,6 +378,81 @@ class SharedEmbedding(nn.Module):
         """An equivalent frozen ``nn.Embedding`` holding ``E @ W.T + b`` for inference/export."""
         table = self.projected_table().detach().clone()
         return nn.Embedding.from_pretrained(table, freeze=True, padding_idx=self.padding_idx)
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def lora_rank(self) -> int:
+        """The rank of the LoRA factors (0: LoRA is off)."""
+        return self.lora_a.shape[1] if getattr(self, "lora_a", None) is not None else 0
+
+    @property
+    def lora_scale(self) -> torch.Tensor:
+        """``alpha / rank``, a 0-d tensor (the buffer ``lora_alpha`` follows the state dict and
+        stays a graph input when exporting)."""
+        return self.lora_alpha / self.lora_rank
+
+    def enable_lora(self, rank: int, alpha: float | None = None) -> SharedEmbedding:
+        """Keras 3's ``enable_lora``: freeze the table and the projection and train low-rank
+        factors instead, the table becoming ``E + (alpha / rank) * A @ B`` with A (V x rank,
+        He-uniform) and B (rank x D, zeros: training starts from the unchanged layer).
+
+        The forward never builds that table: it adds ``A[ids] @ (s W B.T).T`` through the same
+        fused op (a V x rank table, an H x rank projection). ``alpha`` defaults to ``rank``.
+        The factors are parameters ``lora_a``/``lora_b`` (and a buffer ``lora_alpha``) in the
+        state dict; loading such a state dict into a layer without LoRA enables it.
+        """
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+            raise ValueError(f"LoRA rank must be a positive int, got {rank!r}")
+        if self.lora_rank:
+            raise ValueError("LoRA is already enabled; merge_lora() first to change its rank")
+        if not self.weight.is_floating_point():
+            raise TypeError(f"LoRA needs a float table; this table is {self.weight.dtype}")
+        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
+        self._pre_lora_trainable = [p.requires_grad for p in self._base_parameters()]
+        for p in self._base_parameters():
+            p.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.empty(self.num_embeddings, rank, **factory))
+        nn.init.kaiming_uniform_(self.lora_a, a=5**0.5)
+        if self.padding_idx is not None:  # the padding row stays zero (and gets no gradient)
+            with torch.no_grad():
+                self.lora_a[self.padding_idx].fill_(0)
+        self.lora_b = nn.Parameter(torch.zeros(rank, self.embedding_dim, **factory))
+        self.register_buffer("lora_alpha", torch.tensor(float(alpha if alpha else rank)))
+        return self
+
+    def lora_delta(self) -> torch.Tensor:
+        """``(alpha / rank) * A @ B`` (V x D), differentiable; materialised, so for merging and
+        inspection, not for the training forward."""
+        return self.lora_scale * (self.lora_a @ self.lora_b)
+
+    def _lora_projection(self) -> torch.Tensor:
+        # the factors' "projection" for the op: s * W @ B.T (H x rank), or s * B.T (D x rank)
+        b_t = self.lora_scale * self.lora_b.t()
+        proj_weight, _ = self._projection_params()
+        return b_t if proj_weight is None else proj_weight @ b_t.to(proj_weight.dtype)
+
+    @torch.no_grad()
+    def merge_lora(self) -> SharedEmbedding:
+        """Fold the factors into the table (``E += s A @ B``), drop them, and restore what was
+        trainable before :meth:`enable_lora`; the outputs do not change (up to rounding)."""
+        if not self.lora_rank:
+            raise ValueError("LoRA is not enabled: nothing to merge")
+        self.weight.add_(self.lora_delta().to(self.weight.dtype))
+        del self.lora_a, self.lora_b, self.lora_alpha
+        for p, trainable in zip(self._base_parameters(), self._pre_lora_trainable, strict=True):
+            p.requires_grad_(trainable)
+        return self
+
+    def _base_parameters(self) -> list[nn.Parameter]:
+        extra = list(self.projection.parameters()) if self.projection is not None else []
+        return [self.weight, *extra]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint saved with LoRA on: enable it with the saved rank, then load the factors
+        a = state_dict.get(prefix + "lora_a")
+        if a is not None and not self.lora_rank:
+            self.enable_lora(a.shape[1], float(state_dict.get(prefix + "lora_alpha", a.shape[1])))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------
     def freeze(self, projection: bool = False) -> SharedEmbedding:

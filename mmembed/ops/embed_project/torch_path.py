@@ -77,21 +77,25 @@ def forward(ids, weight, proj_weight, bias, fold: bool, mask: bool, padding_idx:
     return F.embedding(ids, table).to(out_dtype)
 
 
-def bag_forward(ids, weight, proj_weight, bias, offsets, per_sample_weights, mode: str,
-                include_last_offset: bool, padding_idx: int | None, scale_grad_by_freq: bool,
-                sparse: bool):  # fmt: skip
-    """``nn.EmbeddingBag`` then the projection: bags pool D-wide table rows (``F.embedding_bag``
-    never writes the N x D rows) and only the B pooled rows are projected."""
-    pooled = F.embedding_bag(
-        ids, weight, offsets, mode=mode, per_sample_weights=per_sample_weights,
+def bag_pool(ids, table, offsets, per_sample_weights, mode: str, include_last_offset: bool,
+             padding_idx: int | None, scale_grad_by_freq: bool, sparse: bool) -> torch.Tensor:
+    """``nn.EmbeddingBag``'s pooling of table rows (``F.embedding_bag`` never writes the N x D
+    rows it pools)."""
+    return F.embedding_bag(
+        ids, table, offsets, mode=mode, per_sample_weights=per_sample_weights,
         include_last_offset=include_last_offset, padding_idx=padding_idx,
         scale_grad_by_freq=scale_grad_by_freq, sparse=sparse,
     )  # fmt: skip
+
+
+def project(x: torch.Tensor, proj_weight: torch.Tensor | None, bias: torch.Tensor | None):
+    """``x @ proj_weight.T + bias`` in the projection's dtype (GEMM in :func:`gemm_dtype`);
+    ``x`` itself without a projection."""
     if proj_weight is None:
-        return pooled
-    dtype = gemm_dtype(proj_weight.dtype, weight.device)
+        return x
+    dtype = gemm_dtype(proj_weight.dtype, x.device)
     b = bias.to(dtype) if bias is not None else None
-    return F.linear(pooled.to(dtype), proj_weight.to(dtype), b).to(proj_weight.dtype)
+    return F.linear(x.to(dtype), proj_weight.to(dtype), b).to(proj_weight.dtype)
 
 
 def sum_by_id(x: torch.Tensor, ids: torch.Tensor, num_rows: int) -> torch.Tensor:
