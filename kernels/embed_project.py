@@ -10,6 +10,8 @@ Shapes: ``ids`` (N,) int32/int64, ``E`` (V, D) table, ``W`` (H, D) projection, `
 The kernels:
 
 - :func:`gather_rows`: ``T[ids]``, wide rows (the folded forward, the plain lookup, ``E[ids]``);
+- :func:`gather_quantized_rows`: ``q[ids] * scale[ids]`` from an int8 or packed int4 table with
+  per-row scales, dequantised in registers (no float copy of the table ever exists);
 - :func:`forward_direct`: ``E[ids] @ W.T + b`` with the gather inside the GEMM tiles (grouped
   launch order, no K masks when the tile divides D, the A tile loaded once per program when D
   fits one tile; autotuned on CUDA);
@@ -42,6 +44,7 @@ import triton.language as tl
 __all__ = [
     "interpreting",
     "gather_rows",
+    "gather_quantized_rows",
     "forward_direct",
     "masked_ids",
     "onehot_sum",
@@ -125,6 +128,49 @@ def gather_rows(
     _launcher(_gather_rows_kernel, T.is_cuda)[grid](
         ids, T, fill if fill is not None else T, y, N, V, H, T.stride(0), y.stride(0),
         HAS_FILL=fill is not None, BLOCK_N=bn, BLOCK_H=bh, num_warps=4 if bh <= 256 else 8,
+    )  # fmt: skip
+    return y
+
+
+@triton.jit
+def _gather_quantized_kernel(
+    ids_ptr, q_ptr, scale_ptr, y_ptr, N, V, D, stride_q, stride_y,
+    INT4: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    n_mask = offs_n < N
+    d_mask = offs_d < D
+    rows, valid = _load_rows(ids_ptr, offs_n, n_mask, V)
+    mask = valid[:, None] & d_mask[None, :]
+    if INT4:  # two columns a byte, the even one in the low nibble, stored as q + 8
+        packed = tl.load(q_ptr + rows[:, None] * stride_q + (offs_d // 2)[None, :], mask=mask,
+                         other=8).to(tl.int32)  # fmt: skip
+        q = ((packed >> ((offs_d % 2) * 4)[None, :]) & 15) - 8
+    else:
+        q = tl.load(q_ptr + rows[:, None] * stride_q + offs_d[None, :], mask=mask, other=0)
+    scale = tl.load(scale_ptr + rows, mask=valid, other=0.0).to(tl.float32)
+    vals = q.to(tl.float32) * scale[:, None]
+    out = y_ptr + offs_n[:, None].to(tl.int64) * stride_y + offs_d[None, :]
+    tl.store(out, vals.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & d_mask[None, :])
+
+
+def gather_quantized_rows(
+    ids: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, dim: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """(N, dim) ``dtype``: rows ``ids`` of a quantised table, ``q[ids] * scales[ids]``. ``q`` is
+    int8 (V, dim), or uint8 (V, ceil(dim / 2)) holding two int4 values a byte (``dim`` then
+    says how many are real); ``scales`` (V,). Ids outside the table read zeros."""
+    N, V = ids.shape[0], q.shape[0]
+    y = torch.empty((N, dim), device=q.device, dtype=dtype)
+    if N == 0 or dim == 0:
+        return y
+    bd = _pow2(dim, 16, 1024)
+    bn = _pow2(N, 16, 128) if interpreting() else max(1, 8192 // bd)
+    grid = (triton.cdiv(N, bn), triton.cdiv(dim, bd))
+    _launcher(_gather_quantized_kernel, q.is_cuda)[grid](
+        ids, q, scales, y, N, V, dim, q.stride(0), y.stride(0),
+        INT4=q.dtype == torch.uint8, BLOCK_N=bn, BLOCK_D=bd, num_warps=4 if bd <= 256 else 8,
     )  # fmt: skip
     return y
 

@@ -15,6 +15,7 @@ from mmembed.ops.embed_project import (
     checked_ids,
     cost_model,
     embed_project,
+    quantized,
     torch_path,
 )
 
@@ -161,6 +162,8 @@ class SharedEmbedding(nn.Module):
         self.mode = mode
         self.include_last_offset = include_last_offset
         self.mask_zero = mask_zero
+        self.quantized: str | None = None  # "int8" | "int4" after quantize()
+        self._quantization_report: dict | None = None
         if _weight is None:
             table = torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype)
         elif tuple(_weight.shape) != (num_embeddings, embedding_dim):
@@ -222,6 +225,9 @@ class SharedEmbedding(nn.Module):
         return dense float gradients and have nothing to do for an empty table."""
         if dtype is None:
             dtype = self.weight.dtype if self.projection is None else self.projection.weight.dtype
+        if self.quantized:  # the dequantising gather, then the projection
+            return cost_model.Plan("triton" if self.backend != "torch" else "torch", False,
+                                   cost_model.LARGE)  # fmt: skip
         return self._plan(num_ids, self.weight, self.out_features, dtype)
 
     def _plan(self, num_ids, table: torch.Tensor, out_dim: int | None, dtype) -> cost_model.Plan:
@@ -239,8 +245,9 @@ class SharedEmbedding(nn.Module):
             raise TypeError(f"ids must be a tensor, got {type(ids).__name__}")
         if ids.dtype not in (torch.int32, torch.int64):
             raise IdsDtypeError(f"ids must be int32 or int64, got {ids.dtype}")
-        if ids.device != self.weight.device:
-            raise ValueError(f"ids are on {ids.device} but the table is on {self.weight.device}")
+        device = self.weight_q.device if self.quantized else self.weight.device
+        if ids.device != device:
+            raise ValueError(f"ids are on {ids.device} but the table is on {device}")
 
     def _projection_params(self):
         projection = self.projection
@@ -281,9 +288,11 @@ class SharedEmbedding(nn.Module):
             raise ValueError("offsets and per_sample_weights need a bag mode ('sum'|'mean'|'max')")
         if return_mask and self.mode is not None:
             raise ValueError("return_mask: a bag's pooled output has no per-token mask")
-        if self.check_ids and torch.compiler.is_compiling():  # an op, kept in the graph
+        # bags and quantised tables always check: their gathers have no zero-row fallback
+        must_check = self.check_ids or self.mode is not None or self.quantized is not None
+        if must_check and torch.compiler.is_compiling():  # an op, kept in the graph
             ids = checked_ids(ids, self.num_embeddings)
-        elif self.check_ids or self.mode is not None:  # eager: no op dispatch (~0.2 ms on CPU)
+        elif must_check:  # eager: the same check without an op's dispatch (~0.2 ms on CPU)
             check_ids(ids, self.num_embeddings)
         if self.max_norm is not None:
             # in place on the detached table, as torch does: forward-mode AD still sees weight
@@ -294,6 +303,12 @@ class SharedEmbedding(nn.Module):
                 )  # fmt: skip
         if self.mode is not None:
             return self._bags(ids, offsets, per_sample_weights)
+        if self.quantized:
+            kernels_ok = self.backend != "torch"
+            rows = quantized.quantized_rows(ids.reshape(-1), self.weight_q, self.weight_scale,
+                                            self.embedding_dim, kernels_ok)  # fmt: skip
+            out = torch_path.project(rows.reshape(*ids.shape, -1), *self._projection_params())
+            return (out, self.compute_mask(ids)) if return_mask else out
         out = self._embed(ids, self.weight, *self._projection_params())
         if self.lora_rank:  # (E + s A B)[ids] @ W.T = E[ids] @ W.T + A[ids] @ (s W B.T).T
             out = out + self._embed(ids, self.lora_a, self._lora_projection(), None)
@@ -340,7 +355,7 @@ class SharedEmbedding(nn.Module):
 
         Rows above ``max_norm`` are renormalised (out of place) as a lookup would do.
         """
-        table = self.weight
+        table = self.float_table()
         if self.max_norm is not None:
             norms = table.detach().norm(p=self.norm_type, dim=1, keepdim=True)
             scale = torch.where(norms > self.max_norm, self.max_norm / (norms + 1e-7), 1.0)
@@ -366,7 +381,7 @@ class SharedEmbedding(nn.Module):
             return hidden @ self.projected_table().t()
         w, b = self.projection.weight, self.projection.bias
         h = hidden @ w
-        scores = h @ self.weight.t()
+        scores = h @ self.float_table().t()
         if self.lora_rank:  # never the merged V x D table: (h @ s B.T) @ A.T
             scores = scores + (h @ (self.lora_scale * self.lora_b.t())) @ self.lora_a.t()
         if b is not None:
@@ -449,15 +464,87 @@ class SharedEmbedding(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a checkpoint saved with LoRA on: enable it with the saved rank, then load the factors
+        q = state_dict.get(prefix + "weight_q")
+        if q is not None and not self.quantized:  # a quantised checkpoint: take its layout
+            mode = "int4" if q.dtype == torch.uint8 else "int8"
+            self._become_quantized(mode, torch.empty_like(q, device=self.weight.device),
+                                   torch.empty_like(state_dict[prefix + "weight_scale"],
+                                                    device=self.weight.device))  # fmt: skip
         a = state_dict.get(prefix + "lora_a")
         if a is not None and not self.lora_rank:
             self.enable_lora(a.shape[1], float(state_dict.get(prefix + "lora_alpha", a.shape[1])))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------
+    def float_table(self) -> torch.Tensor:
+        """The table E (V x D) in floating point: the parameter, or for a quantised layer its
+        dequantised rows (materialised: for tied logits and folding, not the lookup)."""
+        if not self.quantized:
+            return self.weight
+        every_row = torch.arange(self.num_embeddings, device=self.weight_q.device)
+        return quantized.reference_rows(every_row, self.weight_q, self.weight_scale,
+                                        self.embedding_dim)  # fmt: skip
+
+    @torch.no_grad()
+    def quantize(self, mode: str) -> SharedEmbedding:
+        """Keras 3's ``quantize``: replace the table by int8 or int4 rows with one scale per row
+        (symmetric, ``max|row|`` maps to 127 or 7), for inference. The float parameter
+        ``weight`` is dropped; the buffers ``weight_q`` and ``weight_scale`` take its place
+        (and its state-dict entries: a fresh layer loading them becomes quantised). Lookups
+        dequantise inside the gather; the projection stays as it is (and trainable).
+        :meth:`quantization_report` gives sizes and errors.
+        """
+        if mode not in quantized.LEVELS:
+            raise ValueError(f"quantize mode must be 'int8' or 'int4', got {mode!r}")
+        if self.quantized:
+            raise ValueError(f"the table is already quantised ({self.quantized})")
+        if self.lora_rank:
+            raise ValueError("merge_lora() before quantize(): the factors would be lost")
+        if not self.weight.is_floating_point():
+            raise TypeError(f"quantize needs a float table; this table is {self.weight.dtype}")
+        if self.max_norm is not None:
+            raise ValueError("max_norm renormalises the table in place; a quantised table "
+                             "is read-only (build the layer without max_norm)")  # fmt: skip
+        if self.mode is not None:
+            raise NotImplementedError("quantised tables do not pool bags yet (mode=None only)")
+        table = self.weight.detach()
+        q, scales = quantized.quantize_rows(table, mode)
+        self._become_quantized(mode, q, scales)
+        error = (self.float_table().float() - table.float()).abs()
+        self._quantization_report.update(
+            max_abs_error=float(error.max()) if error.numel() else 0.0,
+            mean_abs_error=float(error.mean()) if error.numel() else 0.0,
+            relative_error=float(error.norm() / table.float().norm().clamp_min(1e-12)),
+        )
+        return self
+
+    def _become_quantized(self, mode: str, q: torch.Tensor, scales: torch.Tensor) -> None:
+        float_bytes = self.num_embeddings * self.embedding_dim * self.weight.element_size()
+        del self.weight
+        self.register_buffer("weight_q", q)
+        self.register_buffer("weight_scale", scales)
+        self.quantized = mode
+        quantized_bytes = quantized.table_bytes(q, scales)
+        self._quantization_report = dict(
+            mode=mode, float_bytes=float_bytes, quantized_bytes=quantized_bytes,
+            compression=float_bytes / max(quantized_bytes, 1),
+            max_abs_error=None, mean_abs_error=None, relative_error=None,
+        )  # fmt: skip
+
+    def quantization_report(self) -> dict:
+        """Sizes and errors of the quantised table: ``mode``, ``float_bytes`` (the table it
+        replaced), ``quantized_bytes`` (rows + scales), ``compression``, and the max / mean
+        absolute and the relative (Frobenius) error of the dequantised rows (None when the
+        layer was loaded quantised: the float table is not there to compare)."""
+        if not self.quantized:
+            raise ValueError("the table is not quantised: call quantize('int8'|'int4') first")
+        return dict(self._quantization_report)
+
+    # ----------------------------------------------------------------------------------------
     def freeze(self, projection: bool = False) -> SharedEmbedding:
         """Stop training the table (and the projection too if ``projection``)."""
-        self.weight.requires_grad_(False)
+        if not self.quantized:  # a quantised table is a buffer: never trained
+            self.weight.requires_grad_(False)
         if projection and self.projection is not None:
             self.projection.requires_grad_(False)
         return self
