@@ -326,15 +326,15 @@ def bench_quantized(name: str, shape, dtype: str, device: str, reps: int, check_
 
 def format_quantized(records: list[dict]) -> str:
     rows = ["| shape (V, D, H, N) | dtype | float ms | float direct ms | int8 ms | int4 ms "
-            "| int8 / float direct | int4 / float direct | table MiB float / int8 / int4 "
+            "| int8 / float direct | int4 / float direct | table KiB float / int8 / int4 "
             "| rel. error int8 / int4 |", "|" + "---|" * 10]  # fmt: skip
     for r in records:
         t, b, e = r["times"], r["table_bytes"], r["relative_error"]
-        mib = " / ".join(f"{b[k] / 2**20:.2f}" for k in ("float", "int8", "int4"))
+        kib = " / ".join(f"{b[k] / 2**10:.1f}" for k in ("float", "int8", "int4"))
         rows.append(
             f"| {r['name']} {tuple(r['shape'])} | {r['dtype']} | {t['float']:.3f} "
             f"| {t['float direct']:.3f} | {t['int8']:.3f} | {t['int4']:.3f} "
-            f"| {r['int8/float direct']:.2f} | {r['int4/float direct']:.2f} | {mib} "
+            f"| {r['int8/float direct']:.2f} | {r['int4/float direct']:.2f} | {kib} "
             f"| {e['int8']:.4f} / {e['int4']:.4f} |"
         )
     return "\n".join(rows)
