@@ -67,7 +67,8 @@ class SharedEmbedding(nn.Module):
             ``nn.Embedding``. The fused plans produce dense gradients, so a sparse layer always
             runs the direct torch plan.
         _weight: use this tensor (V x D) as the table, sharing its storage (``nn.Embedding``'s
-            ``_weight``); ``_freeze`` then makes it frozen. Integer tables are always frozen.
+            ``_weight``). ``_freeze``: the table is frozen (as in torch). Integer tables are
+            always frozen.
         out_features: model width H of the projection W (H x D). ``None``: no projection, the
             layer is a plain lookup (``nn.Embedding``). Keyword-only.
         bias: whether the projection has a bias b (H,).
@@ -173,7 +174,7 @@ class SharedEmbedding(nn.Module):
             )
         else:
             table = _weight
-        trainable = table.is_floating_point() and not (_weight is not None and _freeze)
+        trainable = table.is_floating_point() and not _freeze
         self.weight = nn.Parameter(table, requires_grad=trainable)
         # an integer table (frozen, as nn.Embedding allows) feeds a float projection
         proj_dtype = table.dtype if table.is_floating_point() else dtype

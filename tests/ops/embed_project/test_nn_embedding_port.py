@@ -28,6 +28,9 @@ def test_positional_arguments_mean_what_they_mean_in_nn_embedding():
     with pytest.raises(TypeError):  # out_features is keyword-only
         SharedEmbedding(*args, 4)
     assert SharedEmbedding(10, 3, 2).padding_idx == 2  # not a projection to width 2
+    frozen = SharedEmbedding(10, 3, _freeze=True)  # torch: _freeze without _weight freezes too
+    assert not frozen.weight.requires_grad
+    assert not nn.Embedding(10, 3, _freeze=True).weight.requires_grad
 
 
 def test_from_pretrained_positional_arguments_follow_torch():
