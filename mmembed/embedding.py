@@ -304,16 +304,21 @@ class SharedEmbedding(nn.Module):
                 )  # fmt: skip
         if self.mode is not None:
             return self._bags(ids, offsets, per_sample_weights)
+        out = self._lookup(ids)
+        return (out, self.compute_mask(ids)) if return_mask else out
+
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """One output row per id: the dequantising gather then the projection, or the op (and
+        the LoRA factors through it)."""
         if self.quantized:
             kernels_ok = self.backend != "torch"
             rows = quantized.quantized_rows(ids.reshape(-1), self.weight_q, self.weight_scale,
                                             self.embedding_dim, kernels_ok)  # fmt: skip
-            out = torch_path.project(rows.reshape(*ids.shape, -1), *self._projection_params())
-            return (out, self.compute_mask(ids)) if return_mask else out
+            return torch_path.project(rows.reshape(*ids.shape, -1), *self._projection_params())
         out = self._embed(ids, self.weight, *self._projection_params())
         if self.lora_rank:  # (E + s A B)[ids] @ W.T = E[ids] @ W.T + A[ids] @ (s W B.T).T
             out = out + self._embed(ids, self.lora_a, self._lora_projection(), None)
-        return (out, self.compute_mask(ids)) if return_mask else out
+        return out
 
     def _bags(self, ids, offsets, per_sample_weights) -> torch.Tensor:
         if not self.weight.is_floating_point():
