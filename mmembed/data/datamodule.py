@@ -9,9 +9,12 @@ tasks rely on, implemented once here:
   (:attr:`test_split_names`, in loader order); datasets are built once per split and cached;
 - ``training_texts()``: the texts a tokenizer is trained on (training split only);
 - ``set_tokenizer(tokenizer)``: the hook the app calls once the tokenizer exists;
-- loaders: training data shuffled, and sharded across ranks under DDP (the trainers set
-  ``use_distributed_sampler: false``: the speech batch sampler shards itself); evaluation
-  unsharded, so every rank scores whole splits and per-item metrics stay exact;
+- loaders: training batches shuffled by (seed, epoch) and sharded across ranks under DDP by
+  the batch samplers of :mod:`mmembed.data.sampling` (the trainers set
+  ``use_distributed_sampler: false``); evaluation unsharded, so every rank scores whole splits
+  and per-item metrics stay exact; no loader draws from the global RNG;
+- exact resume: checkpoints hold the training position (epoch, batches done), and a resumed
+  run's training loader continues at the next batch;
 - the skipped-items report: :attr:`skipped` lists every item each split left out.
 """
 
@@ -21,9 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmembed.data.sampling import training_sampler
+from mmembed.data.sampling import EpochBatchSampler, ShuffledBatchSampler
 from mmembed.data.skips import SkippedItem
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",)}
@@ -34,7 +38,7 @@ class TaskDataModule(L.LightningDataModule):
 
     Subclasses implement :meth:`build_dataset` (recording skipped items in
     ``self.skipped[split]``) and :meth:`training_texts`, and may override :meth:`collate_fn`
-    and :meth:`loader`.
+    and :meth:`batch_sampler`.
 
     Args:
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for
@@ -69,6 +73,7 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenizer: Any = None
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, list[SkippedItem]] = {}
+        self._resume_position: dict[str, int] | None = None
 
     # --- what subclasses provide -----------------------------------------------------------
 
@@ -83,6 +88,15 @@ class TaskDataModule(L.LightningDataModule):
     def collate_fn(self, split: str) -> Callable | None:
         """How a list of items becomes a batch (None: torch's default collate)."""
         return None
+
+    def batch_sampler(
+        self, split: str, dataset: Dataset, shuffle: bool
+    ) -> EpochBatchSampler | None:
+        """The batches of ``split``: for training, fixed-size batches shuffled by (seed, epoch)
+        and sharded across ranks; for evaluation None (``eval_batch_size`` items in order)."""
+        if split != "train":
+            return None
+        return ShuffledBatchSampler(len(dataset), self.batch_size, shuffle=shuffle, seed=self.seed)
 
     # --- the contract ----------------------------------------------------------------------
 
@@ -115,20 +129,49 @@ class TaskDataModule(L.LightningDataModule):
             self.dataset(split)
 
     def loader(self, split: str) -> DataLoader:
-        """Training: shuffled (sharded under DDP); evaluation: in order, unsharded."""
-        train = split == "train"
+        """Training: shuffled (sharded under DDP), continuing a resumed epoch; evaluation: in
+        order, unsharded (unless :meth:`batch_sampler` says otherwise)."""
         dataset = self.dataset(split)
-        sampler = training_sampler(dataset, self.seed) if train else None
+        # overfit_batches means "the same few batches every epoch": no shuffling
+        shuffle = split == "train" and not getattr(self.trainer, "overfit_batches", 0)
+        batches = self.batch_sampler(split, dataset, shuffle)
+        if split == "train" and batches is not None and self._resume_position is not None:
+            batches.resume(**self._resume_position)
+            self._resume_position = None
+        batching = (
+            {"batch_sampler": batches}
+            if batches is not None
+            else {"batch_size": self.eval_batch_size, "shuffle": False}
+        )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
+            **batching,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn(split),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # the workers' base seed comes from here, not from the global RNG, so creating an
+            # iterator (e.g. on resume) never shifts the model's random stream
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    # --- exact resume (Lightning saves and restores these with every checkpoint) -----------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands, read off the trainer's loop counters: the epoch being trained
+        and how many of its batches are done (a finished epoch points at the next one)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        fit_loop = trainer.fit_loop
+        epoch = fit_loop.epoch_progress.current.ready - 1
+        done = fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"train_position": {"epoch": epoch, "batches_done": done}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_position = state_dict.get("train_position")
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train")
