@@ -5,14 +5,18 @@
     mmembed-train experiment=asr_default \
         ckpt_path=logs/asr_default/runs/<run>/checkpoints/last.ckpt
 
-The run, in order: validate the config; build the embedded corpus the ``corpus`` node asks for
-(under a file lock, so ranks never build it twice); instantiate the data module; train the
-tokenizer on its training texts (or take the checkpoint's); build the task with the
-``optimizer`` and ``scheduler`` partials; fit; test the best checkpoint; report.
+The run, in order: validate the config; pick the checkpoint to continue from (``ckpt_path``,
+or with ``resume=auto`` the run folder's ``last.ckpt``); build the trainer and check that its
+devices x nodes match the processes the launcher started; build the embedded corpus the
+``corpus`` node asks for (under a file lock, so ranks never build it twice); instantiate the
+data module; train the tokenizer on its training texts (or take the checkpoint's); build the
+task with the ``optimizer`` and ``scheduler`` partials; fit; test the best checkpoint; report.
 
-One process per rank: under torchrun or SLURM every rank runs this same entry point and
-Lightning reads its rank from the environment (set ``MMEMBED_RUN_ID`` so all ranks share one
-run folder).
+One process per rank: under torchrun, SLURM or submitit every rank runs this same entry point
+and Lightning reads its rank from the environment (:mod:`mmembed.cluster`). The run folder is
+named by the run id (``MMEMBED_RUN_ID``, else the scheduler's job id), so a requeued job
+continues in its own folder. Every run gets atomic checkpoints, RNG states in checkpoints,
+preemption handling and its command line's limits (:mod:`mmembed.callbacks`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,15 +37,30 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mmembed.callbacks import (
+    AtomicCheckpointIO,
+    CommandLineLimits,
+    Preempted,
+    Preemption,
+    RngStates,
+)
+from mmembed.cluster.environment import cluster_plugins
+from mmembed.cluster.multirun import sweep_job_ranks
+from mmembed.cluster.preflight import check_process_count
+from mmembed.cluster.resume import first_logged_step, resume_checkpoint
 from mmembed.data.skips import summarize as summarize_skips
 from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
 
 log = logging.getLogger(__name__)
 
+# Lightning checks only for a stateful DataLoader; the data modules keep the position instead
+# (mmembed.data.datamodule), so a mid-epoch resume is exact
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+
 TOP_LEVEL_KEYS = {
     "data", "corpus", "task", "tokenizer", "optimizer", "scheduler", "callbacks", "logger",
     "trainer", "paths", "experiment", "debug", "task_name", "tags", "monitor", "seed", "train",
-    "test", "ckpt_path", "hydra", "optimized_metric", "torch_threads",
+    "test", "ckpt_path", "resume", "hydra", "optimized_metric", "torch_threads",
 }  # fmt: skip
 
 
@@ -96,15 +116,15 @@ def build_corpus(cfg: DictConfig) -> None:
         hydra.utils.instantiate(cfg.corpus)
 
 
-def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
+def build_tokenizer(cfg: DictConfig, datamodule: Any, ckpt_path: str | None) -> Tokenizer:
     """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned);
     otherwise one is trained on the training texts. Training is deterministic, so every rank
     builds the same one without communicating."""
-    if cfg.get("ckpt_path"):
-        checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    if ckpt_path:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
         if "tokenizer" not in checkpoint:
-            raise ConfigError(f"{cfg.ckpt_path}: checkpoint has no tokenizer; not an mmembed run?")
-        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(cfg.ckpt_path))
+            raise ConfigError(f"{ckpt_path}: checkpoint has no tokenizer; not an mmembed run?")
+        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(ckpt_path))
     return hydra.utils.instantiate(cfg.tokenizer)(datamodule.training_texts())
 
 
@@ -118,6 +138,28 @@ def instantiate_dict(section: DictConfig | None) -> list[Any]:
     ]
 
 
+def build_trainer(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, list[Any]]:
+    """The trainer with the configured callbacks and loggers plus the run mechanics every run
+    gets: atomic checkpoint writes, this process's cluster environment (requeueing off),
+    preemption handling, RNG states in checkpoints, the command line's limits. A resumed run's
+    loggers continue the series of the run it resumes."""
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    callbacks += [Preemption(), RngStates(), CommandLineLimits()]
+    loggers = instantiate_dict(cfg.get("logger"))
+    if ckpt_path and cfg.get("train"):
+        first_step = first_logged_step(ckpt_path)
+        for logger in loggers:
+            if hasattr(logger, "continue_from"):
+                logger.continue_from(first_step)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
+    )
+    return trainer, loggers
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
     if cfg.get("torch_threads"):
@@ -125,10 +167,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("train"):
+        resume = cfg.get("resume", "auto")
+        ckpt_path = resume_checkpoint(ckpt_path, resume, cfg.paths.checkpoint_dir)
+    trainer, loggers = build_trainer(cfg, ckpt_path)
+    check_process_count(trainer)  # before any data work: a mismatch would hang later
 
     build_corpus(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    tokenizer = build_tokenizer(cfg, datamodule)
+    tokenizer = build_tokenizer(cfg, datamodule, ckpt_path)
     datamodule.set_tokenizer(tokenizer)
     _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
 
@@ -137,11 +185,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tokenizer=tokenizer,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-    )
-    callbacks = instantiate_dict(cfg.get("callbacks"))
-    loggers = instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
     hparams = {
         k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
@@ -152,16 +195,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hparams)
 
     metrics: dict[str, float] = {}
-    if cfg.get("train"):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update(_scalars(trainer.callback_metrics))
-    # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
-    best = _best_checkpoint(trainer) or (None if cfg.get("train") else cfg.get("ckpt_path"))
-    if cfg.get("test"):
-        if best is None:
-            log.warning("no best checkpoint was saved; testing the current weights")
-        trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        metrics.update(_scalars(trainer.callback_metrics))
+    with sweep_job_ranks():
+        if cfg.get("train"):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
+        # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
+        best = _best_checkpoint(trainer) or (None if cfg.get("train") else ckpt_path)
+        if cfg.get("test"):
+            if best is None:
+                log.warning("no best checkpoint was saved; testing the current weights")
+            trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
     _report(metrics, best, output_dir, summarize_skips(getattr(datamodule, "skipped", {})))
     return metrics
 
@@ -208,7 +252,11 @@ def _report(
 def main(cfg: DictConfig) -> float | None:
     # Under Lightning's own DDP launcher, ranks > 0 re-run this script; threads are per process.
     torch.set_float32_matmul_precision("high")
-    metrics = run(cfg)
+    try:
+        metrics = run(cfg)
+    except Preempted as stop:
+        log.warning("%s", stop)
+        raise
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 

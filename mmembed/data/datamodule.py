@@ -135,14 +135,14 @@ class TaskDataModule(L.LightningDataModule):
         # overfit_batches means "the same few batches every epoch": no shuffling
         shuffle = split == "train" and not getattr(self.trainer, "overfit_batches", 0)
         batches = self.batch_sampler(split, dataset, shuffle)
-        if split == "train" and batches is not None and self._resume_position is not None:
-            batches.resume(**self._resume_position)
-            self._resume_position = None
         batching = (
             {"batch_sampler": batches}
             if batches is not None
             else {"batch_size": self.eval_batch_size, "shuffle": False}
         )
+        if split == "train" and batches is not None and self._resume_position is not None:
+            batches.resume(**self._resume_position)
+            self._resume_position = None
         return DataLoader(
             dataset,
             **batching,
@@ -155,7 +155,10 @@ class TaskDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    # --- exact resume (Lightning saves and restores these with every checkpoint) -----------
+    # --- exact resume: Lightning saves and restores these with every checkpoint ------------
+    # (a datamodule's state is restored before the task's configure_optimizers builds the
+    # training loader through ``trainer.estimated_stepping_batches``; a loader's own state
+    # would be restored only after that loader had started its epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """Where training stands, read off the trainer's loop counters: the epoch being trained
@@ -171,6 +174,7 @@ class TaskDataModule(L.LightningDataModule):
         return {"train_position": {"epoch": epoch, "batches_done": done}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The next training loader continues at the saved position."""
         self._resume_position = state_dict.get("train_position")
 
     def train_dataloader(self) -> DataLoader:

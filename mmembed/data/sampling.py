@@ -31,6 +31,8 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.seed = seed
         self.epoch = 0
         self._skip = 0
+        # Lightning calls set_epoch on ``loader.batch_sampler.sampler``, not on the batch sampler
+        self.sampler = self
 
     def epoch_batches(self, generator: torch.Generator) -> list[list[int]]:
         """Every batch of the current epoch (all ranks), drawing randomness from ``generator``."""

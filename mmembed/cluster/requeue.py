@@ -1,0 +1,49 @@
+"""Who requeues a preempted job: exactly one owner.
+
+- a submitit job (``hydra/launcher=submitit_slurm|submitit_local``): submitit, through the
+  handler it installed for its preemption signal (it re-submits the same Hydra job, counts
+  ``max_num_timeout`` and exits rank 0; on the local executor it exits with its requeue code);
+- a plain SLURM job (``sbatch`` + ``srun``): ``scontrol requeue`` from rank 0;
+- anything else: nobody; the message says how to continue.
+
+Lightning's own SLURM auto-requeue is switched off for every run
+(:func:`mmembed.cluster.environment.cluster_plugins`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from typing import Any
+
+from mmembed.cluster.run_id import scheduler_job_id
+
+log = logging.getLogger(__name__)
+
+
+def submitit_signal() -> int:
+    """The signal submitit listens on for preemption and timeouts (``USR2`` unless
+    ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise)."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+def requeue(global_rank: int, displaced_handlers: dict[int, Any]) -> str:
+    """Requeue this job through its owner; returns what was done (rank 0 of a submitit job
+    does not return: submitit exits). ``displaced_handlers``: the signal handlers that were
+    installed before the preemption callback's (submitit's among them)."""
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        handler = displaced_handlers.get(submitit_signal())
+        if callable(handler):
+            handler(submitit_signal(), None)  # rank 0: requeues and exits; other ranks: returns
+        return "submitit requeues the job"
+    job_id = scheduler_job_id()
+    if os.environ.get("SLURM_JOB_ID") and job_id:
+        if global_rank == 0:
+            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+            if done.returncode != 0:
+                log.error("scontrol requeue %s failed: %s", job_id, done.stderr.strip())
+                return f"scontrol requeue {job_id} failed ({done.stderr.strip()})"
+        return f"SLURM job {job_id} requeued"
+    return "no scheduler to requeue it: start it again with the same MMEMBED_RUN_ID to continue"
