@@ -1,0 +1,392 @@
+"""Cluster jobs: ranks from the environment, the preflight check, run ids and resume, atomic
+checkpoints, and jobs that are killed, preempted and requeued, on one machine.
+
+The end-to-end tests run `mmembed-train` in subprocesses on a tiny speech corpus and compare
+final weights bitwise: an interrupted-and-resumed run must end exactly where the same run
+uninterrupted ends, whoever started its processes (Lightning, torchrun, submitit)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
+
+from mmembed.callbacks import AtomicCheckpointIO, RunCheckpoint
+from mmembed.cluster.environment import SubmititLocalEnvironment, cluster_plugins, external_launch
+from mmembed.cluster.preflight import PreflightError, check_process_count
+from mmembed.cluster.resume import ResumeError, resume_checkpoint
+from mmembed.cluster.run_id import given_run_id
+from mmembed.datagen.speech import build_speech_corpus
+from mmembed.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+SLURM_JOB = {
+    "SLURM_JOB_ID": "8123", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "4",
+    "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2",
+    "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+    "SLURM_NODELIST": "node[07-08]",
+}  # fmt: skip
+LAUNCH_VARIABLES = [
+    *SLURM_JOB, "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "MMEMBED_RUN_ID",
+    "SUBMITIT_EXECUTOR", "TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "LOCAL_RANK",
+    "RANK",
+]  # fmt: skip
+
+
+@pytest.fixture
+def clean_launch_env(monkeypatch):
+    """No scheduler or launcher variables from the machine running the tests."""
+    for name in [*LAUNCH_VARIABLES, *(v for v in os.environ if v.startswith("SUBMITIT_LOCAL"))]:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def build_trainer(**kwargs):
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, plugins=cluster_plugins(),
+        **kwargs,
+    )  # fmt: skip
+
+
+# --- where ranks come from ------------------------------------------------------------------
+
+
+def test_slurm_variables_give_rank_world_and_node_and_requeueing_stays_off(clean_launch_env):
+    for name, value in SLURM_JOB.items():
+        clean_launch_env.setenv(name, value)
+    (environment,) = cluster_plugins()
+    assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+    trainer = build_trainer(devices=2, num_nodes=2, strategy="ddp")
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (3, 1, 1)
+    assert trainer.world_size == 4
+    assert trainer.strategy.cluster_environment.main_address == "node07"
+    launch = external_launch()
+    assert (launch.processes, launch.nodes) == (4, 2)
+    check_process_count(trainer)  # 2 devices x 2 nodes = 4 tasks
+    assert given_run_id() == "8123"
+    clean_launch_env.setenv("SLURM_ARRAY_JOB_ID", "8100")
+    clean_launch_env.setenv("SLURM_ARRAY_TASK_ID", "7")
+    assert given_run_id() == "8100_7", "each array task has its own run folder"
+    clean_launch_env.setenv("MMEMBED_RUN_ID", "mine")
+    assert given_run_id() == "mine"
+
+
+def test_submitit_local_variables_give_the_ranks_lightning_does_not_detect(clean_launch_env):
+    clean_launch_env.setenv("SUBMITIT_EXECUTOR", "local")
+    for name, value in {"NTASKS": "2", "GLOBALID": "1", "LOCALID": "1", "NODEID": "0",
+                        "JOB_NUM_NODES": "1", "JOB_ID": "4242"}.items():  # fmt: skip
+        clean_launch_env.setenv(f"SUBMITIT_LOCAL_{name}", value)
+    (environment,) = cluster_plugins()
+    assert isinstance(environment, SubmititLocalEnvironment)
+    trainer = build_trainer(devices=2, strategy="ddp")
+    assert (trainer.global_rank, trainer.local_rank, trainer.world_size) == (1, 1, 2)
+    assert environment.main_port == 20000 + 4242  # the same on every task of the job
+    assert given_run_id() == "4242"
+
+
+def test_a_plain_machine_gets_lightnings_own_detection(clean_launch_env):
+    assert cluster_plugins() == [] and external_launch() is None and given_run_id() is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "source"),
+    [
+        (SLURM_JOB, r"SLURM \(SLURM_NTASKS=4, 2 node\(s\)\) started 4"),
+        (
+            {
+                "TORCHELASTIC_RUN_ID": "x",
+                "WORLD_SIZE": "2",
+                "LOCAL_WORLD_SIZE": "2",
+                "RANK": "0",
+                "LOCAL_RANK": "0",
+            },
+            r"torchrun \(WORLD_SIZE=2\) started 2",
+        ),
+    ],  # fmt: skip
+)
+def test_preflight_mismatch_fails_before_any_data_work_naming_both_numbers(
+    clean_launch_env, compose_train, tmp_path, variables, source
+):
+    for name, value in variables.items():
+        clean_launch_env.setenv(name, value)
+    # the data folder does not exist: the preflight error must come first
+    cfg = compose_train(
+        ["experiment=asr_default", "corpus=none", f"data.data_dir={tmp_path}/nowhere"]
+    )
+    with pytest.raises(
+        PreflightError, match=rf"trainer.devices=1 x trainer.num_nodes=1 = 1 .*{source}"
+    ):
+        run(cfg)
+
+
+# --- run folders and resume ------------------------------------------------------------------
+
+
+def test_resume_auto_continues_the_run_folder_and_never_refuses_it(tmp_path):
+    assert resume_checkpoint(None, "auto", tmp_path) is None, "a fresh run starts from scratch"
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    assert resume_checkpoint(None, "auto", tmp_path) == str(tmp_path / "last.ckpt")
+    assert resume_checkpoint("given.ckpt", "never", tmp_path) == "given.ckpt"
+    with pytest.raises(ResumeError, match=r"last\.ckpt exists and resume=never"):
+        resume_checkpoint(None, "never", tmp_path)
+    with pytest.raises(ResumeError, match="resume must be one of"):
+        resume_checkpoint(None, "always", tmp_path)
+
+
+def test_the_run_folder_is_named_by_the_run_id(compose_train, clean_launch_env):
+    from hydra.core.hydra_config import HydraConfig
+
+    clean_launch_env.setenv("SLURM_JOB_ID", "777")
+    compose_train([])
+    assert HydraConfig.get().run.dir.endswith("/train/runs/777")
+    clean_launch_env.setenv("MMEMBED_RUN_ID", "again")
+    compose_train([])
+    assert HydraConfig.get().run.dir.endswith("/train/runs/again")
+
+
+# --- atomic checkpoints ----------------------------------------------------------------------
+
+WRITER = """
+import sys, torch
+from mmembed.callbacks import AtomicCheckpointIO
+AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(60_000_000)}, sys.argv[1])
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(3), "step": 7}, last)
+    temp_dir = tmp_path / "tmpdir"
+    temp_dir.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp_dir), "PYTHONPATH": str(ROOT)}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(last)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size > 0 for p in last.parent.glob(".last.ckpt.*.tmp")):
+            assert writer.poll() is None, "the writer finished before it could be killed"
+            assert time.monotonic() < deadline, "the writer never started writing"
+            time.sleep(0.005)
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    saved = torch.load(last, weights_only=True)
+    assert saved["step"] == 7 and torch.equal(saved["weights"], torch.zeros(3))
+    assert list(temp_dir.iterdir()) == [], "nothing is written to $TMPDIR"
+    (orphan,) = last.parent.glob(".last.ckpt.*.tmp")
+    # the next run's checkpoint callback removes what the killed writer left
+    checkpoint = RunCheckpoint(dirpath=last.parent)
+    checkpoint.setup(build_trainer(callbacks=[checkpoint]), None, "fit")
+    assert not orphan.exists() and last.exists()
+
+
+def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_nothing(tmp_path):
+    last = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, last)
+    with pytest.raises(Exception, match="pickle"):
+        AtomicCheckpointIO().save_checkpoint({"step": 2, "bad": lambda: None}, last)
+    assert torch.load(last, weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+# --- killed, preempted, requeued: end to end ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    # 8 utterances in batches of 2: 4 steps per epoch in one process, 2 per rank in two
+    return build_speech_corpus(
+        tmp_path_factory.mktemp("corpus") / "speech", num_train=8, num_validation=3,
+        num_test=3, voices=("slt", "rms"), jobs=1,
+    )  # fmt: skip
+
+
+def resumable_asr(corpus):
+    """A deterministic tiny ASR run with dropout (RNG matters), a checkpoint every step."""
+    return [
+        "experiment=asr_default", f"data.data_dir={corpus}", "corpus=none",
+        "task.width=32", "task.encoder.d_model=32", "task.encoder.num_layers=1",
+        "task.encoder.num_heads=2", "task.encoder.ffn_dim=64", "task.encoder.n_mels=40",
+        "task.encoder.subsampling_channels=8", "task.embedding.embedding_dim=16",
+        "task.encoder.dropout=0.1", "data.num_workers=0", "data.max_batch_size=2",
+        "trainer.max_time=null", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
+        "callbacks.model_checkpoint.last_every_n_train_steps=1", "callbacks.rich_progress_bar=null",
+        "test=false",
+    ]  # fmt: skip
+
+
+def train_cli(root, run_id, *overrides, launcher=(sys.executable, "-m", "mmembed.train")):
+    env = {
+        **os.environ,
+        "MMEMBED_RUN_ID": run_id,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    for name in ("SLURM_JOB_ID", "SUBMITIT_EXECUTOR", "TORCHELASTIC_RUN_ID", "LOCAL_RANK"):
+        env.pop(name, None)
+    command = [*launcher, *overrides, f"paths.root_dir={root}"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+
+
+def finish(process, timeout=600):
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def run_dir(root, run_id):
+    return root / "logs" / "asr_default" / "runs" / run_id
+
+
+def weights(folder):
+    return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def assert_bitwise_equal(got, expected):
+    assert got.keys() == expected.keys()
+    different = [name for name in got if not torch.equal(got[name], expected[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def two_process_reference(corpus, tmp_path_factory):
+    """The 2-process (gloo) run, uninterrupted, started by Lightning's own launcher."""
+    root = tmp_path_factory.mktemp("reference")
+    code, output = finish(
+        train_cli(root, "ref", *resumable_asr(corpus), "trainer=ddp_cpu", "trainer.max_epochs=2")
+    )
+    assert code == 0, output[-3000:]
+    return run_dir(root, "ref")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("trainer", "kill_step"), [("cpu", 3), ("ddp_cpu", 3)])
+def test_a_run_killed_mid_epoch_resumes_bitwise_exact_from_its_run_folder(
+    corpus, tmp_path, request, trainer, kill_step
+):
+    """SIGKILL after the mid-epoch checkpoint of step kill_step - 1; the restart with the same
+    run id and no ckpt_path ends with the uninterrupted run's weights and metrics.csv."""
+    common = [*resumable_asr(corpus), f"trainer={trainer}", "trainer.max_epochs=2"]
+    if trainer == "ddp_cpu":
+        reference = request.getfixturevalue("two_process_reference")
+    else:
+        code, output = finish(train_cli(tmp_path, "ref", *common))
+        assert code == 0, output[-3000:]
+        reference = run_dir(tmp_path, "ref")
+    killer = ["+callbacks.kill._target_=run_control.KillAt", f"+callbacks.kill.step={kill_step}"]
+    code, output = finish(train_cli(tmp_path, "job", *common, *killer))
+    assert code == -signal.SIGKILL, output[-3000:]
+    folder = run_dir(tmp_path, "job")
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == kill_step - 1 and saved["epoch"] == 0, "a mid-epoch checkpoint"
+
+    code, output = finish(train_cli(tmp_path, "job", *common))
+    assert code == 0, output[-3000:]
+    assert f"resuming from {folder}/checkpoints/last.ckpt" in output
+    assert_bitwise_equal(weights(folder), weights(reference))
+    # the logged series continues: every step once, with the uninterrupted run's values
+    csv = (folder / "csv" / "metrics.csv").read_text()
+    assert csv == (reference / "csv" / "metrics.csv").read_text()
+
+
+def task_pids(marker):
+    """Processes whose command line mentions ``marker`` (submitit's task processes)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if "submitit.core._submit" in cmdline and marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_submitit_local_two_task_job_is_preempted_requeued_and_finishes_exactly(
+    corpus, tmp_path, two_process_reference
+):
+    """hydra/launcher=submitit_local with 2 tasks: the job gets submitit's preemption signal
+    (SIGUSR2, as its controller sends it before the time limit) mid-training, writes last.ckpt,
+    submitit requeues it, and the requeued job finishes in the same folder with the weights of
+    the uninterrupted run."""
+    job = train_cli(
+        tmp_path, "sweep", "-m", *resumable_asr(corpus), "trainer=ddp_cpu",
+        "trainer.max_epochs=2", "hydra/launcher=submitit_local",
+        "hydra.launcher.tasks_per_node=2",
+    )  # fmt: skip
+    sweep = tmp_path / "logs" / "asr_default" / "multiruns" / "sweep"
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 400
+    while not last.exists():
+        assert job.poll() is None, job.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the job never wrote a checkpoint"
+        time.sleep(0.05)
+    tasks = task_pids(str(sweep))
+    assert len(tasks) == 2
+    for pid in tasks:
+        os.kill(pid, signal.SIGUSR2)
+    code, output = finish(job)
+    assert code == 0, output[-3000:]
+    (log,) = sweep.glob(".submitit/*/*_0_log.out")
+    text = log.read_text()
+    assert "preempted: saved" in text and "submitit requeues the job" in text
+    assert "resuming from" in text and text.count("final metrics:") == 1
+    assert_bitwise_equal(weights(sweep / "0"), weights(two_process_reference))
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == [
+        "0",
+        "multirun.yaml",
+    ], "the requeued job ran in the same folder"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(corpus, tmp_path, two_process_reference):
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node=2", "-m", "mmembed.train")  # fmt: skip
+    code, output = finish(
+        train_cli(
+            tmp_path,
+            "elastic",
+            *resumable_asr(corpus),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=2",
+            launcher=torchrun,
+        )  # fmt: skip
+    )
+    assert code == 0, output[-3000:]
+    assert output.count("final metrics:") == 1
+    assert_bitwise_equal(weights(run_dir(tmp_path, "elastic")), weights(two_process_reference))
+
+
+@pytest.mark.slow
+def test_a_multirun_of_two_configurations_with_ddp_cpu_runs_each_job_once(
+    corpus, tmp_path, two_process_reference
+):
+    """Lightning starts the second rank of each sweep job itself: that rank runs its own job
+    in its job's folder, not the whole sweep."""
+    code, output = finish(
+        train_cli(
+            tmp_path,
+            "sweep",
+            "-m",
+            *resumable_asr(corpus),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=2,1",
+        )  # fmt: skip
+    )
+    assert code == 0, output[-3000:]
+    logs = tmp_path / "logs" / "asr_default"
+    assert sorted(p.name for p in logs.iterdir()) == ["multiruns"], "no stray run folders"
+    sweep = logs / "multiruns" / "sweep"
+    assert output.count("final metrics:") == 2
+    assert_bitwise_equal(weights(sweep / "0"), weights(two_process_reference))
+    one_epoch = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert one_epoch["epoch"] == 0 and one_epoch["global_step"] == 2
