@@ -87,9 +87,13 @@ class Preemption(L.Callback):
             saved = f"saved {checkpoint.last_model_path} at step {trainer.global_step}"
         else:
             saved = "no RunCheckpoint callback, nothing saved"
+        signum = self._received or (signal.SIGUSR1 if action == REQUEUE else signal.SIGTERM)
+        verb = "preempted" if action == REQUEUE else "stopped"
+        reason = f"{verb} by {signal.Signals(signum).name}"
+        log.warning("%s: %s", reason, saved)
         displaced = dict(self._previous)
         self._restore_handlers()
         if action == REQUEUE:
-            owner = requeue(trainer.global_rank, displaced)
-            raise Preempted(f"preempted: {saved}; {owner}")
-        raise Preempted(f"stopped by SIGTERM: {saved}")
+            owner = requeue(trainer.global_rank, displaced)  # submitit's rank 0 exits here
+            raise Preempted(f"{reason}: {saved}; {owner}")
+        raise Preempted(f"{reason}: {saved}")
