@@ -199,6 +199,47 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
+def test_a_resumed_run_keeps_the_best_of_the_run_it_continues_from_another_folder(tmp_path):
+    earlier = RunCheckpoint(dirpath=tmp_path / "first", monitor="val/loss")
+    earlier.best_model_score = torch.tensor(0.25)
+    earlier.best_model_path = str(tmp_path / "first" / "epoch_003.ckpt")
+    earlier.best_k_models = {earlier.best_model_path: earlier.best_model_score}
+    resumed = RunCheckpoint(dirpath=tmp_path / "second", monitor="val/loss")
+    resumed.load_state_dict(earlier.state_dict())
+    assert resumed.best_model_score == 0.25 and resumed.best_model_path == earlier.best_model_path
+    assert resumed.dirpath == str(tmp_path / "second"), "new checkpoints go to the new folder"
+
+
+def test_loggers_continue_the_interrupted_series(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mmembed.loggers import CSVLogger, TensorBoardLogger
+
+    csv = tmp_path / "csv" / "metrics.csv"
+    first = CSVLogger(tmp_path, name="csv", version="")
+    for step in range(5):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.save()
+    resumed = CSVLogger(tmp_path, name="csv", version="")
+    resumed.continue_from(3)
+    resumed.log_metrics({"loss": 30.0, "lr": 0.1}, step=3)
+    resumed.save()
+    rows = csv.read_text().splitlines()
+    assert rows == ["loss,lr,step", "0.0,,0", "1.0,,1", "2.0,,2", "30.0,0.1,3"]
+    for start, scale in ((0, 1.0), (3, 10.0)):  # an interrupted run, then its resume
+        board = TensorBoardLogger(tmp_path, name="tb", version="")
+        if start:
+            board.continue_from(start)
+        for step in range(start, 5):
+            board.log_metrics({"loss": scale * step}, step=step)
+        board.finalize("success")
+        time.sleep(1.1)  # event files are named by the second they were created in
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert logged == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+
+
 # --- killed, preempted, requeued: end to end ---------------------------------------------------
 
 

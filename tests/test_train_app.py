@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+from run_control import assert_resumes_exactly
 
 from mmembed.datagen.speech import build_speech_corpus
 from mmembed.text import load_tokenizer
@@ -202,6 +203,39 @@ def test_resume_continues_at_the_saved_global_step(compose_train, speech_corpus,
     )
     assert "test/cer" in metrics
     assert f"best checkpoint: {tmp_path}/resume_from.ckpt" in capsys.readouterr().out
+
+
+def _spend_the_time_budget(last_ckpt):
+    checkpoint = torch.load(last_ckpt, weights_only=True)
+    (timer,) = [key for key in checkpoint["callbacks"] if key.startswith("Timer")]
+    checkpoint["callbacks"][timer]["time_elapsed"]["train"] = 10**6
+    torch.save(checkpoint, last_ckpt)
+
+
+@pytest.mark.slow
+def test_a_stopped_asr_run_resumes_exactly_with_its_own_command_line_limits(
+    compose_train, speech_corpus, tmp_path
+):
+    """Mid-epoch resume of the length-bucketed sampler, dropout/SpecAugment RNG included. The
+    resumed run keeps its own patience and max_time: Lightning would restore the old patience
+    and, with the old run's clock at 10^6 s, stop before its first step. The monitored metric
+    never improves after epoch 0 (mode=max on a falling loss): last.ckpt is still the final
+    state, and the best checkpoint stays epoch 0's."""
+    overrides = asr_overrides(
+        speech_corpus, "data.max_batch_size=2", "task.encoder.dropout=0.1", "monitor.mode=max",
+        "monitor.metric=val/loss", "trainer.max_epochs=2", "trainer.limit_val_batches=1",
+        "trainer.max_time=00:00:30:00",
+    )  # fmt: skip
+    whole, resumed = assert_resumes_exactly(
+        compose_train, overrides, tmp_path, stop_step=1,
+        resumed_extra=["callbacks.early_stopping.patience=9"],
+        before_resume=_spend_the_time_budget,
+    )  # fmt: skip
+    (stopping,) = [v for k, v in resumed["callbacks"].items() if k.startswith("EarlyStopping")]
+    assert stopping["patience"] == 9
+    for final in (whole, resumed):
+        (saver,) = [v for k, v in final["callbacks"].items() if k.startswith("RunCheckpoint")]
+        assert final["global_step"] == 6 and saver["best_model_path"].endswith("epoch_000.ckpt")
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` (same arguments) whose ``last.ckpt`` is always the latest state.
 
     - ``last.ckpt`` is written at every epoch end or validation, whether or not a top-k
-      checkpoint was, and when training ends for any reason (``max_time``, early stopping);
+      checkpoint was, and when training stops for any reason (``max_time`` mid-epoch: at the
+      step it stops at, so a resume continues with the next batch);
     - ``last_every_n_train_steps``: also every N optimizer steps, mid-epoch, independently of
       the top-k schedule (a resumed run continues at the next batch);
     - ``enable_version_counter`` defaults to False: one ``last.ckpt`` per run folder, never
@@ -50,6 +51,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_every_n_train_steps = last_every_n_train_steps
         self._last_saves = 0
         self._last_saved_step: int | None = None
+        self._stopped_at: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -72,6 +74,8 @@ class RunCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = top_k_step
 
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        if self._stopped_at == trainer.global_step:
+            return  # keep the mid-epoch state of the stop (see on_train_batch_end)
         super()._save_last_checkpoint(trainer, monitor_candidates)
         self._last_saved_step = trainer.global_step
         self._last_saves += 1
@@ -87,8 +91,14 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args)
         every = self.last_every_n_train_steps
         step = trainer.global_step
-        if every and step % every == 0 and self._last_saved_step != step:
+        # A stop decided at this step (max_time, a callback) is saved here, mid-epoch, and the
+        # saves that follow at this step leave it: they record the epoch as finished, and a
+        # resume from them would skip the rest of it.
+        due = trainer.should_stop or (every and step % every == 0)
+        if due and self._last_saved_step != step:
             self.save_last_now(trainer)
+        if trainer.should_stop and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._stopped_at = step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._should_save_on_train_epoch_end(trainer):

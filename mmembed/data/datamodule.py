@@ -27,7 +27,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmembed.data.sampling import EpochBatchSampler, ShuffledBatchSampler
+from mmembed.data.sampling import EpochBatchSampler, SeededItems, ShuffledBatchSampler
 from mmembed.data.skips import SkippedItem
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",)}
@@ -140,9 +140,12 @@ class TaskDataModule(L.LightningDataModule):
             if batches is not None
             else {"batch_size": self.eval_batch_size, "shuffle": False}
         )
-        if split == "train" and batches is not None and self._resume_position is not None:
-            batches.resume(**self._resume_position)
-            self._resume_position = None
+        if split == "train" and batches is not None:
+            # random draws of loading a batch come from the batch's own seed
+            dataset = SeededItems(dataset)
+            if self._resume_position is not None:
+                batches.resume(**self._resume_position)
+                self._resume_position = None
         return DataLoader(
             dataset,
             **batching,

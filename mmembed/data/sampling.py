@@ -4,7 +4,10 @@ Every batch sampler here derives an epoch's batches from its own generator seede
 ``seed + epoch`` (never from the global RNG), so a checkpoint only has to say which epoch was
 running and how many of its batches were trained: :meth:`EpochBatchSampler.resume` continues at
 the next batch (exact mid-epoch resume, see :meth:`TaskDataModule.state_dict
-<mmembed.data.datamodule.TaskDataModule.state_dict>`).
+<mmembed.data.datamodule.TaskDataModule.state_dict>`). Each batch also carries a seed
+(:class:`SeededBatch`) from which :class:`SeededItems` draws the random choices of loading it
+(augmentation, speed perturbation, clip starts): data randomness depends on (seed, epoch,
+batch, rank) only, not on the model's RNG stream, on prefetching, or on the number of workers.
 
 Under DDP every rank gets the same number of batches: the batch list is padded by repeating
 batches from its start, then rank ``r`` takes batches ``r, r + world, ...``. The rank comes from
@@ -15,10 +18,67 @@ batches from its start, then rank ``r`` takes batches ``r, r + world, ...``. The
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+
+
+class SeededBatch(list):
+    """A batch of item indices, with the seed the random draws of loading it use."""
+
+    def __init__(self, indices: Sequence[int], seed: int):
+        super().__init__(indices)
+        self.seed = seed
+
+    def __reduce__(self):  # sent to data-loader workers
+        return (SeededBatch, (list(self), self.seed))
+
+
+@contextmanager
+def seeded_random(seed: int) -> Iterator[None]:
+    """Python, numpy and torch (CPU) random draws from ``seed`` inside; the global streams are
+    left exactly as they were."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """A map-style dataset whose batches load under their own seed (``SeededBatch.seed``):
+    the DataLoader hands each batch of indices to ``__getitems__``."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        seed = getattr(indices, "seed", None)
+        if seed is None:
+            return [self.dataset[i] for i in indices]
+        with seeded_random(seed):
+            return [self.dataset[i] for i in indices]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -58,9 +118,13 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         padded = [batches[i % len(batches)] for i in range(per_rank * world)]
         return padded[rank::world]
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[SeededBatch]:
         skip, self._skip = self._skip, 0
-        yield from self._rank_batches()[skip:]
+        rank, _ = rank_and_world()
+        batches = self._rank_batches()
+        for position in range(skip, len(batches)):
+            seed = hash((self.seed, self.epoch, position, rank)) % 2**63
+            yield SeededBatch(batches[position], seed)
 
     def __len__(self) -> int:
         """Batches of a whole epoch on this rank (a resumed epoch counts the skipped ones too, as

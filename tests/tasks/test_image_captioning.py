@@ -10,6 +10,7 @@ import hydra
 import pytest
 import torch
 from PIL import Image
+from run_control import assert_resumes_exactly
 
 from mmembed import SharedEmbedding
 from mmembed.data.coco import CaptionSample, collate_captions, load_coco_captions
@@ -304,6 +305,18 @@ def test_bad_checkpoint_in_config_fails_clearly(compose_train, tmp_path: Path) -
     )
     with pytest.raises(Exception, match=r"missing\.pth does not exist"):
         hydra.utils.instantiate(cfg.task.encoder)
+
+
+@pytest.mark.slow
+def test_a_stopped_caption_run_resumes_exactly_from_its_run_folder(
+    compose_train, tiny_corpus, tmp_path
+) -> None:
+    """Caption checkpoints hold plain data only (they load with weights_only=True) and resume
+    mid-epoch with the augmentation draws of the uninterrupted run."""
+    overrides = ["experiment=caption_default", f"data.data_dir={tiny_corpus}", *TINY_CAPTIONER,
+                 "data.batch_size=4", "trainer.max_epochs=2",
+                 "trainer.limit_val_batches=1"]  # fmt: skip
+    assert_resumes_exactly(compose_train, overrides, tmp_path, stop_step=1)
 
 
 def test_fast_dev_run_of_the_caption_experiment(compose_train, tiny_corpus, tmp_path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from run_control import assert_resumes_exactly
 from torch import nn
 
 from mmembed import SharedEmbedding
@@ -263,6 +264,13 @@ def test_confusion_matrix_png(tmp_path):
 
 def video_overrides(corpus, *extra):
     return ["experiment=video_default", f"data.data_dir={corpus}", *TINY_VIDEO, *extra]
+
+
+@pytest.mark.slow
+def test_a_stopped_video_run_resumes_exactly_from_its_run_folder(compose_train, corpus, tmp_path):
+    """Random clip starts and crops included: they draw from each batch's own seed."""
+    overrides = video_overrides(corpus, "trainer.max_epochs=2", "trainer.limit_val_batches=1")
+    assert_resumes_exactly(compose_train, overrides, tmp_path, stop_step=1)
 
 
 def test_fast_dev_run_of_the_video_experiment(compose_train, corpus, tmp_path):
