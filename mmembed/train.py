@@ -138,19 +138,13 @@ def instantiate_dict(section: DictConfig | None) -> list[Any]:
     ]
 
 
-def build_trainer(cfg: DictConfig, ckpt_path: str | None) -> tuple[L.Trainer, list[Any]]:
+def build_trainer(cfg: DictConfig) -> tuple[L.Trainer, list[Any]]:
     """The trainer with the configured callbacks and loggers plus the run mechanics every run
     gets: atomic checkpoint writes, this process's cluster environment (requeueing off),
-    preemption handling, RNG states in checkpoints, the command line's limits. A resumed run's
-    loggers continue the series of the run it resumes."""
+    preemption handling, RNG states in checkpoints, the command line's limits."""
     callbacks = instantiate_dict(cfg.get("callbacks"))
     callbacks += [Preemption(), RngStates(), CommandLineLimits()]
     loggers = instantiate_dict(cfg.get("logger"))
-    if ckpt_path and cfg.get("train"):
-        first_step = first_logged_step(ckpt_path)
-        for logger in loggers:
-            if hasattr(logger, "continue_from"):
-                logger.continue_from(first_step)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -171,12 +165,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("train"):
         resume = cfg.get("resume", "auto")
         ckpt_path = resume_checkpoint(ckpt_path, resume, cfg.paths.checkpoint_dir)
-    trainer, loggers = build_trainer(cfg, ckpt_path)
+    trainer, loggers = build_trainer(cfg)
     check_process_count(trainer)  # before any data work: a mismatch would hang later
 
     build_corpus(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     tokenizer = build_tokenizer(cfg, datamodule, ckpt_path)
+    if ckpt_path and cfg.get("train"):  # the resumed run's series continue the old ones
+        first_step = first_logged_step(ckpt_path)
+        for logger in loggers:
+            if hasattr(logger, "continue_from"):
+                logger.continue_from(first_step)
     datamodule.set_tokenizer(tokenizer)
     _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
 

@@ -129,6 +129,18 @@ def test_preflight_mismatch_fails_before_any_data_work_naming_both_numbers(
         run(cfg)
 
 
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "submitit_local"])
+def test_the_submitit_launchers_compose_with_one_task_per_gpu(compose_train, launcher):
+    from hydra.utils import get_class
+
+    cfg = compose_train([f"hydra/launcher={launcher}", "hydra.launcher.gpus_per_node=4"])
+    settings = cfg.hydra.launcher
+    assert get_class(settings._target_).__name__ == launcher.split("_")[1].title() + "Launcher"
+    if launcher == "submitit_slurm":
+        assert settings.tasks_per_node == 4 and settings.max_num_timeout > 0
+        assert {"partition", "account", "qos", "constraint", "signal_delay_s"} <= settings.keys()
+
+
 # --- run folders and resume ------------------------------------------------------------------
 
 
