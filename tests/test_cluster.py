@@ -43,9 +43,13 @@ LAUNCH_VARIABLES = [
 
 @pytest.fixture
 def clean_launch_env(monkeypatch):
-    """No scheduler or launcher variables from the machine running the tests."""
+    """No scheduler or launcher variables from the machine running the tests; the rank a
+    trainer built under fake ones sets for rank_zero_only is put back afterwards."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     for name in [*LAUNCH_VARIABLES, *(v for v in os.environ if v.startswith("SUBMITIT_LOCAL"))]:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     return monkeypatch
 
 
@@ -79,6 +83,9 @@ def test_slurm_variables_give_rank_world_and_node_and_requeueing_stays_off(clean
     assert given_run_id() == "8100_7", "each array task has its own run folder"
     clean_launch_env.setenv("MMEMBED_RUN_ID", "mine")
     assert given_run_id() == "mine"
+    clean_launch_env.delenv("MMEMBED_RUN_ID")
+    clean_launch_env.setenv("SLURM_JOB_NAME", "interactive")
+    assert given_run_id() is None, "runs in an salloc session are not one job to resume"
 
 
 def test_submitit_local_variables_give_the_ranks_lightning_does_not_detect(clean_launch_env):
@@ -158,9 +165,10 @@ def test_resume_auto_continues_the_run_folder_and_never_refuses_it(tmp_path):
 def test_the_run_folder_is_named_by_the_run_id(compose_train, clean_launch_env):
     from hydra.core.hydra_config import HydraConfig
 
-    clean_launch_env.setenv("SLURM_JOB_ID", "777")
+    for name, value in SLURM_JOB.items():
+        clean_launch_env.setenv(name, value)
     compose_train([])
-    assert HydraConfig.get().run.dir.endswith("/train/runs/777")
+    assert HydraConfig.get().run.dir.endswith("/train/runs/8123")
     clean_launch_env.setenv("MMEMBED_RUN_ID", "again")
     compose_train([])
     assert HydraConfig.get().run.dir.endswith("/train/runs/again")

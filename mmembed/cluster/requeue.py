@@ -39,7 +39,7 @@ def requeue(global_rank: int, displaced_handlers: dict[int, Any]) -> str:
             handler(submitit_signal(), None)  # rank 0: requeues and exits; other ranks: returns
         return "submitit requeues the job"
     job_id = scheduler_job_id()
-    if os.environ.get("SLURM_JOB_ID") and job_id:
+    if job_id and os.environ.get("SLURM_JOB_ID"):
         if global_rank == 0:
             done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
             if done.returncode != 0:

@@ -3,13 +3,16 @@ ranks, a requeue, a manual restart) lands in one folder, where ``resume=auto`` f
 ``last.ckpt``.
 
 In order: ``MMEMBED_RUN_ID``; the scheduler's job id (SLURM, array-aware, or submitit's local
-executor); else the default given (a timestamp: a fresh local run, nothing to resume).
+executor); else the default given (a timestamp: a fresh local run, nothing to resume). An
+interactive SLURM allocation (``salloc``: job name ``bash`` or ``interactive``, as Lightning's
+``SLURMEnvironment`` tells them apart) is not a job to resume: its runs get fresh ids.
 """
 
 from __future__ import annotations
 
 import os
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 RESOLVER = "mmembed.run_id"
@@ -17,9 +20,11 @@ RESOLVER = "mmembed.run_id"
 
 def scheduler_job_id() -> str | None:
     """The job id the scheduler gives every start of this job, requeues included."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or None
+    if SLURMEnvironment.detect() and os.environ.get("SLURM_JOB_ID"):
+        if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+            return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        return os.environ["SLURM_JOB_ID"]
+    return os.environ.get("SUBMITIT_LOCAL_JOB_ID") or None
 
 
 def given_run_id() -> str | None:
