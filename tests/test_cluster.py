@@ -37,7 +37,7 @@ SLURM_JOB = {
 LAUNCH_VARIABLES = [
     *SLURM_JOB, "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "MMEMBED_RUN_ID",
     "SUBMITIT_EXECUTOR", "TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "LOCAL_RANK",
-    "RANK",
+    "RANK", "MASTER_ADDR", "MASTER_PORT",  # Lightning's environments set these two
 ]  # fmt: skip
 
 
@@ -292,8 +292,9 @@ def train_cli(root, run_id, *overrides, launcher=(sys.executable, "-m", "mmembed
         "MMEMBED_RUN_ID": run_id,
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]),
     }
-    for name in ("SLURM_JOB_ID", "SUBMITIT_EXECUTOR", "TORCHELASTIC_RUN_ID", "LOCAL_RANK"):
+    for name in LAUNCH_VARIABLES:
         env.pop(name, None)
+    env["MMEMBED_RUN_ID"] = run_id
     command = [*launcher, *overrides, f"paths.root_dir={root}"]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip

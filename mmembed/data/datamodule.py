@@ -20,6 +20,7 @@ tasks rely on, implemented once here:
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,14 @@ from mmembed.data.sampling import EpochBatchSampler, SeededItems, ShuffledBatchS
 from mmembed.data.skips import SkippedItem
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",)}
+
+
+def ignore_preemption_signals(worker_id: int) -> None:
+    """Data-loader workers ignore the schedulers' preemption warnings (SIGUSR1/SIGUSR2: SLURM
+    signals a task's whole process group): the training process handles them, and a worker
+    killed by one would fail the step before the checkpoint is written."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -153,6 +162,8 @@ class TaskDataModule(L.LightningDataModule):
             collate_fn=self.collate_fn(split),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # (random draws in workers come from SeededItems, not from per-worker seeds)
+            worker_init_fn=ignore_preemption_signals,
             # the workers' base seed comes from here, not from the global RNG, so creating an
             # iterator (e.g. on resume) never shifts the model's random stream
             generator=torch.Generator().manual_seed(self.seed),
