@@ -74,11 +74,12 @@ class Preemption(L.Callback):
         self._restore_handlers()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        wanted = SIGNALS.get(self._received, 0) if self._received else 0
-        agreed = trainer.strategy.reduce(
-            torch.tensor(wanted, device=trainer.strategy.root_device), reduce_op="max"
-        )
-        action = int(agreed.item())
+        action = SIGNALS.get(self._received, 0) if self._received else 0
+        if trainer.world_size > 1:  # every rank stops at this step if any rank was signalled
+            agreed = trainer.strategy.reduce(
+                torch.tensor(action, device=trainer.strategy.root_device), reduce_op="max"
+            )
+            action = int(agreed.item())
         if not action:
             return
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, RunCheckpoint)), None)
