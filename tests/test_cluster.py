@@ -17,7 +17,7 @@ import pytest
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from mmembed.callbacks import AtomicCheckpointIO, RunCheckpoint
+from mmembed.callbacks import AtomicCheckpointIO, Preempted, RunCheckpoint
 from mmembed.cluster.environment import SubmititLocalEnvironment, cluster_plugins, external_launch
 from mmembed.cluster.preflight import PreflightError, check_process_count
 from mmembed.cluster.resume import ResumeError, resume_checkpoint
@@ -358,6 +358,29 @@ def test_a_run_killed_mid_epoch_resumes_bitwise_exact_from_its_run_folder(
     # the logged series continues: every step once, with the uninterrupted run's values
     csv = (folder / "csv" / "metrics.csv").read_text()
     assert csv == (reference / "csv" / "metrics.csv").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "message"),
+    [
+        ("SIGUSR1", "preempted by SIGUSR1: saved .*at step 2; no scheduler to requeue it"),
+        ("SIGTERM", "stopped by SIGTERM: saved .*at step 2$"),
+    ],
+)
+def test_a_signal_stops_a_run_at_the_step_boundary_with_its_checkpoint(
+    compose_train, corpus, tmp_path, signum, message
+):
+    overrides = [*resumable_asr(corpus), "trainer.max_epochs=1",
+                 "callbacks.model_checkpoint.last_every_n_train_steps=null",
+                 "+callbacks.signal._target_=run_control.SignalAt",
+                 "+callbacks.signal.step=2", f"+callbacks.signal.signum={signum}"]  # fmt: skip
+    with pytest.raises(Preempted, match=message) as stopped:
+        run(compose_train(overrides))
+    assert stopped.value.code == os.EX_TEMPFAIL
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 2, "written at the step the signal arrived in"
+    assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None), "handlers put back"
 
 
 def task_pids(marker):

@@ -41,9 +41,15 @@ def requeue(global_rank: int, displaced_handlers: dict[int, Any]) -> str:
     job_id = scheduler_job_id()
     if job_id and os.environ.get("SLURM_JOB_ID"):
         if global_rank == 0:
-            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
-            if done.returncode != 0:
-                log.error("scontrol requeue %s failed: %s", job_id, done.stderr.strip())
-                return f"scontrol requeue {job_id} failed ({done.stderr.strip()})"
+            try:
+                done = subprocess.run(
+                    ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60
+                )
+                failure = done.stderr.strip() if done.returncode else ""
+            except (OSError, subprocess.TimeoutExpired) as error:
+                failure = str(error)
+            if failure:
+                log.error("scontrol requeue %s failed: %s", job_id, failure)
+                return f"scontrol requeue {job_id} failed ({failure})"
         return f"SLURM job {job_id} requeued"
     return "no scheduler to requeue it: start it again with the same MMEMBED_RUN_ID to continue"
