@@ -47,10 +47,14 @@ def clean_launch_env(monkeypatch):
     trainer built under fake ones sets for rank_zero_only is put back afterwards."""
     from lightning.pytorch.utilities import rank_zero_only
 
+    before = dict(os.environ)
     for name in [*LAUNCH_VARIABLES, *(v for v in os.environ if v.startswith("SUBMITIT_LOCAL"))]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
-    return monkeypatch
+    yield monkeypatch
+    # Lightning's environments also write MASTER_ADDR/MASTER_PORT into os.environ
+    os.environ.clear()
+    os.environ.update(before)
 
 
 def build_trainer(**kwargs):
