@@ -10,7 +10,8 @@ or with ``resume=auto`` the run folder's ``last.ckpt``); build the trainer and c
 devices x nodes match the processes the launcher started; build the embedded corpus the
 ``corpus`` node asks for (under a file lock, so ranks never build it twice); instantiate the
 data module; train the tokenizer on its training texts (or take the checkpoint's); build the
-task with the ``optimizer`` and ``scheduler`` partials; fit; test the best checkpoint; report.
+task with the ``optimizer`` and ``scheduler`` partials (from ``init_from``'s weights, if given);
+fit; test the best checkpoint; report.
 
 One process per rank: under torchrun, SLURM or submitit every rank runs this same entry point
 and Lightning reads its rank from the environment (:mod:`mmembed.cluster`). The run folder is
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import fcntl
-import json
 import logging
 import os
 import warnings
@@ -37,19 +37,23 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mmembed.artifacts import load_checkpoint
 from mmembed.callbacks import (
-    AtomicCheckpointIO,
-    CommandLineLimits,
     Preempted,
-    Preemption,
-    RngStates,
+    TrainingStop,
+    run_guards,
+    run_mechanics,
+    training_stop,
 )
 from mmembed.cluster.environment import cluster_plugins
 from mmembed.cluster.multirun import sweep_job_ranks
 from mmembed.cluster.preflight import check_process_count
 from mmembed.cluster.resume import first_logged_step, resume_checkpoint
-from mmembed.data.skips import summarize as summarize_skips
+from mmembed.datagen.corpus_folder import lock_path
+from mmembed.overrides import apply_empty_dict_overrides
+from mmembed.report import data_report, write_metrics
 from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
+from mmembed.transfer import init_from, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,8 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 TOP_LEVEL_KEYS = {
     "data", "corpus", "task", "tokenizer", "optimizer", "scheduler", "callbacks", "logger",
     "trainer", "paths", "experiment", "debug", "task_name", "tags", "monitor", "seed", "train",
-    "test", "ckpt_path", "resume", "hydra", "optimized_metric", "torch_threads",
+    "test", "ckpt_path", "resume", "hydra", "optimized_metric", "torch_threads", "init_from",
+    "init_from_skip", "init_from_tokenizer",
 }  # fmt: skip
 
 
@@ -107,25 +112,42 @@ def node_lock(path: Path):
 def build_corpus(cfg: DictConfig) -> None:
     """The ``corpus`` step: build (or find up to date) the embedded corpus the data reads.
 
-    Every rank calls it; the lock beside the corpus folder makes one build it while the others
-    wait, then find it current."""
+    Every rank calls it; the machine's lock for the corpus folder makes one build it while the
+    others wait, then find it current."""
     if not cfg.get("corpus"):
         return
     out_dir = Path(cfg.corpus.out_dir)
-    with node_lock(out_dir.parent / f".{out_dir.name}.lock"):
+    with node_lock(lock_path(out_dir)):
         hydra.utils.instantiate(cfg.corpus)
 
 
 def build_tokenizer(cfg: DictConfig, datamodule: Any, ckpt_path: str | None) -> Tokenizer:
-    """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned);
-    otherwise one is trained on the training texts. Training is deterministic, so every rank
-    builds the same one without communicating."""
-    if ckpt_path:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    """Resuming (from ``ckpt_path``) reuses the checkpoint's tokenizer (its ids are what the
+    weights learned), and so does ``init_from`` with ``init_from_tokenizer=true``; otherwise one
+    is trained on the training texts. Training is deterministic, so every rank builds the same
+    one without communicating."""
+    source = ckpt_path
+    if not source and cfg.get("init_from") and cfg.get("init_from_tokenizer"):
+        source = resolve_checkpoint(cfg.init_from)
+    if source:
+        checkpoint = load_checkpoint(source)
         if "tokenizer" not in checkpoint:
-            raise ConfigError(f"{ckpt_path}: checkpoint has no tokenizer; not an mmembed run?")
-        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(ckpt_path))
+            raise ConfigError(f"{source}: checkpoint has no tokenizer; not an mmembed run?")
+        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(source))
     return hydra.utils.instantiate(cfg.tokenizer)(datamodule.training_texts())
+
+
+def initialize_from(cfg: DictConfig, task: Any, ckpt_path: str | None) -> None:
+    """``init_from``: another run's weights (not its optimizer, schedule or step) for a new
+    run; a resumed run (``ckpt_path``, or its run folder's ``last.ckpt``) restores its own
+    instead."""
+    if not cfg.get("init_from"):
+        return
+    if ckpt_path:
+        log.warning("resuming from %s, so init_from=%s is not used", ckpt_path, cfg.init_from)
+        return
+    report = init_from(task, cfg.init_from, skip=list(cfg.get("init_from_skip") or ()))
+    log.info("%s", report.summary())
 
 
 def instantiate_dict(section: DictConfig | None) -> list[Any]:
@@ -139,22 +161,24 @@ def instantiate_dict(section: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig) -> tuple[L.Trainer, list[Any]]:
-    """The trainer with the configured callbacks and loggers plus the run mechanics every run
-    gets: atomic checkpoint writes, this process's cluster environment (requeueing off),
-    preemption handling, RNG states in checkpoints, the command line's limits."""
-    callbacks = instantiate_dict(cfg.get("callbacks"))
-    callbacks += [Preemption(), RngStates(), CommandLineLimits()]
+    """The trainer with the configured callbacks, loggers and plugins (atomic checkpoint
+    writes, ``conf/trainer/default.yaml``) plus what every run gets: the run guards, the run
+    mechanics (preemption handling, RNG states in checkpoints, the command line's limits) and
+    this process's cluster environment (requeueing off)."""
+    callbacks = [*instantiate_dict(cfg.get("callbacks")), *run_guards(), *run_mechanics()]
     loggers = instantiate_dict(cfg.get("logger"))
+    plugins = [hydra.utils.instantiate(plugin) for plugin in cfg.trainer.get("plugins") or ()]
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
+        plugins=[*plugins, *cluster_plugins()] or None,
     )
     return trainer, loggers
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    apply_empty_dict_overrides(cfg)
     validate_config(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
@@ -177,6 +201,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if hasattr(logger, "continue_from"):
                 logger.continue_from(first_step)
     datamodule.set_tokenizer(tokenizer)
+    datamodule.prepare_splits(fit=bool(cfg.get("train")), test=bool(cfg.get("test")))
     _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
 
     task = hydra.utils.instantiate(
@@ -185,6 +210,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+    initialize_from(cfg, task, ckpt_path)
     hparams = {
         k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
         for k, v in cfg.items()
@@ -195,9 +221,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     with sweep_job_ranks():
+        stop = None
         if cfg.get("train"):
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
+            stop = training_stop(trainer)
         # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
         best = _best_checkpoint(trainer) or (None if cfg.get("train") else ckpt_path)
         if cfg.get("test"):
@@ -205,7 +233,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 log.warning("no best checkpoint was saved; testing the current weights")
             trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
             metrics.update(_scalars(trainer.callback_metrics))
-    _report(metrics, best, output_dir, summarize_skips(getattr(datamodule, "skipped", {})))
+    _report(metrics, best, output_dir, datamodule, stop)
     return metrics
 
 
@@ -231,20 +259,24 @@ def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
 
 @rank_zero_only
 def _report(
-    metrics: dict[str, float], best: str | None, output_dir: Path, skipped: list[str]
+    metrics: dict[str, float],
+    best: str | None,
+    output_dir: Path,
+    datamodule: Any,
+    stop: TrainingStop | None,
 ) -> None:
     lines = ["", "=" * 60, "final metrics:"]
     lines += [f"  {name:<24} {value:.4f}" for name, value in sorted(metrics.items())]
-    if skipped:
-        lines += ["items left out of the data (see the warnings above for each one):"]
-        lines += [f"  {line}" for line in skipped]
+    if stop is not None:
+        lines.append(stop.describe())
+    lines += data_report(datamodule)
     lines += [
         f"best checkpoint: {best or '(none saved)'}",
         f"run folder (logs, tokenizer, plots): {output_dir}",
         "=" * 60,
     ]
     print("\n".join(lines), flush=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_metrics(output_dir / "metrics.json", metrics, stop, datamodule)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmembed.conf", config_name="train")

@@ -196,7 +196,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(last)], env=env)
     try:
         deadline = time.monotonic() + 120
-        while not any(p.stat().st_size > 0 for p in last.parent.glob(".last.ckpt.*.tmp")):
+        while not any(p.stat().st_size > 0 for p in last.parent.glob(".last.ckpt.tmp-*")):
             assert writer.poll() is None, "the writer finished before it could be killed"
             assert time.monotonic() < deadline, "the writer never started writing"
             time.sleep(0.005)
@@ -207,7 +207,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
     saved = torch.load(last, weights_only=True)
     assert saved["step"] == 7 and torch.equal(saved["weights"], torch.zeros(3))
     assert list(temp_dir.iterdir()) == [], "nothing is written to $TMPDIR"
-    (orphan,) = last.parent.glob(".last.ckpt.*.tmp")
+    (orphan,) = last.parent.glob(".last.ckpt.tmp-*")
     # the next run's checkpoint callback removes what the killed writer left
     checkpoint = RunCheckpoint(dirpath=last.parent)
     checkpoint.setup(build_trainer(callbacks=[checkpoint]), None, "fit")
@@ -348,7 +348,9 @@ def test_a_run_killed_mid_epoch_resumes_bitwise_exact_from_its_run_folder(
         code, output = finish(train_cli(tmp_path, "ref", *common))
         assert code == 0, output[-3000:]
         reference = run_dir(tmp_path, "ref")
-    killer = ["+callbacks.kill._target_=run_control.KillAt", f"+callbacks.kill.step={kill_step}"]
+    killer = [
+        "+callbacks.kill._target_=helpers.run_control.KillAt", f"+callbacks.kill.step={kill_step}"
+    ]
     code, output = finish(train_cli(tmp_path, "job", *common, *killer))
     assert code == -signal.SIGKILL, output[-3000:]
     folder = run_dir(tmp_path, "job")
@@ -377,7 +379,7 @@ def test_a_signal_stops_a_run_at_the_step_boundary_with_its_checkpoint(
 ):
     overrides = [*resumable_asr(corpus), "trainer.max_epochs=1",
                  "callbacks.model_checkpoint.last_every_n_train_steps=null",
-                 "+callbacks.signal._target_=run_control.SignalAt",
+                 "+callbacks.signal._target_=helpers.run_control.SignalAt",
                  "+callbacks.signal.step=2", f"+callbacks.signal.signum={signum}"]  # fmt: skip
     with pytest.raises(Preempted, match=message) as stopped:
         run(compose_train(overrides))

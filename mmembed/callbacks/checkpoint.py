@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from mmembed.callbacks.checkpoint_io import remove_stale_temporaries
+from mmembed.artifacts import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if trainer.is_global_zero and self.dirpath and "://" not in str(self.dirpath):
-            remove_stale_temporaries(self.dirpath)
+            for stale in remove_stale_temporaries(self.dirpath, "*.ckpt"):
+                log.info("removed %s, left by an interrupted checkpoint write", stale)
 
     def save_last_now(self, trainer: L.Trainer) -> None:
         """Write ``last.ckpt`` with the current state (the top-k schedule is unaffected)."""

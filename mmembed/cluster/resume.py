@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
+from mmembed.artifacts import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def first_logged_step(ckpt_path: str) -> int:
     """The first step a run resumed from this checkpoint logs: its loggers keep what the
     interrupted run logged before it and drop the rest. Lightning's rule: a checkpoint taken
     at the end of a training batch counts that batch's step as logged."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = load_checkpoint(ckpt_path)
     fit_loop = checkpoint["loops"]["fit_loop"]
     stepped = int(fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"])
     batches = fit_loop["epoch_loop.batch_progress"]["total"]

@@ -15,13 +15,22 @@ tasks rely on, implemented once here:
   and per-item metrics stay exact; no loader draws from the global RNG;
 - exact resume: checkpoints hold the training position (epoch, batches done), and a resumed
   run's training loader continues at the next batch;
-- the skipped-items report: :attr:`skipped` lists every item each split left out.
+- the skipped-items report: :attr:`skipped` lists every item each split left out, those found
+  when it was indexed and those that failed later, when loaded in a DataLoader worker (the
+  collate carries them in the batch, :meth:`on_before_batch_transfer` records them here);
+- :meth:`prepare_splits`: index every split a run will read before its first step, so a
+  missing or malformed file fails then, not after training;
+- the text report: once a split and the tokenizer both exist, the characters of its texts the
+  tokenizer cannot represent are counted (:attr:`text_coverage`) and reported once.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,9 +38,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmembed.data.sampling import EpochBatchSampler, SeededItems, ShuffledBatchSampler
-from mmembed.data.skips import SkippedItem
+from mmembed.data.skips import SKIPPED, SkippedItem
+from mmembed.data.splits import SPLITS
+from mmembed.text.coverage import TextCoverage, UnrepresentedTextWarning, text_coverage
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",)}
+
+
+def check_positive(name: str, value: Any) -> None:
+    """A count of items (a batch size) must be a positive integer; the error names it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive number of items, got {value!r}")
 
 
 def ignore_preemption_signals(worker_id: int) -> None:
@@ -46,8 +63,8 @@ class TaskDataModule(L.LightningDataModule):
     """Base of the mmembed data modules.
 
     Subclasses implement :meth:`build_dataset` (recording skipped items in
-    ``self.skipped[split]``) and :meth:`training_texts`, and may override :meth:`collate_fn`
-    and :meth:`batch_sampler`.
+    ``self.skipped[split]``) and :meth:`training_texts`, and may override :meth:`collate_fn`,
+    :meth:`batch_sampler` and :meth:`text_items`.
 
     Args:
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for
@@ -69,8 +86,8 @@ class TaskDataModule(L.LightningDataModule):
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and (isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive number of items, got {value!r}")
+            if value is not None:
+                check_positive(name, value)
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.batch_size = batch_size
@@ -82,6 +99,10 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenizer: Any = None
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, list[SkippedItem]] = {}
+        self.text_coverage: dict[str, TextCoverage] = {}
+        # skips found at load time since take_unreported_skips() was last called
+        self._unreported: dict[str, list[SkippedItem]] = {}
+        self._extra_test_names: list[str] = []
         self._resume_position: dict[str, int] | None = None
 
     # --- what subclasses provide -----------------------------------------------------------
@@ -102,23 +123,45 @@ class TaskDataModule(L.LightningDataModule):
         self, split: str, dataset: Dataset, shuffle: bool
     ) -> EpochBatchSampler | None:
         """The batches of ``split``: for training, fixed-size batches shuffled by (seed, epoch)
-        and sharded across ranks; for evaluation None (``eval_batch_size`` items in order)."""
+        and sharded across ranks; for evaluation None (``eval_batch_size`` items in order). A
+        sampler returned here must be an :class:`~mmembed.data.sampling.EpochBatchSampler`
+        (it shards across ranks and resumes mid-epoch)."""
         if split != "train":
             return None
         return ShuffledBatchSampler(len(dataset), self.batch_size, shuffle=shuffle, seed=self.seed)
 
+    def text_items(self, split: str) -> list[tuple[str, str]]:
+        """``(where, text)`` of every text ``split`` holds (transcripts, captions), as the data
+        set writes it, for the text report; none by default."""
+        return []
+
     # --- the contract ----------------------------------------------------------------------
+
+    def add_extra_tests(
+        self, option: str, files: Mapping[str, str | PathLike] | None, data_dir: Path
+    ) -> dict[str, Path]:
+        """Register more test sets (name -> file, relative to ``data_dir`` or absolute) after
+        the main one, as the ``option`` argument named them; return their paths by name."""
+        files = dict(files or {})
+        clashing = set(files) & set(SPLITS)
+        if clashing:
+            raise ValueError(f"{option} may not reuse the split names {sorted(clashing)}")
+        self._extra_test_names = list(files)
+        return {name: data_dir / file for name, file in files.items()}
 
     @property
     def test_split_names(self) -> list[str]:
-        """The test sets, in the order ``test_dataloader`` returns their loaders."""
-        return ["test"]
+        """The test sets, in the order ``test_dataloader`` returns their loaders: ``"test"``,
+        then those given to :meth:`add_extra_tests`."""
+        return ["test", *self._extra_test_names]
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        for dataset in self.datasets.values():
+        self.text_coverage.clear()
+        for split, dataset in self.datasets.items():
             if hasattr(dataset, "tokenizer"):
                 dataset.tokenizer = tokenizer
+            self._check_text(split)
 
     def dataset(self, split: str) -> Dataset:
         if split not in self.datasets:
@@ -127,7 +170,61 @@ class TaskDataModule(L.LightningDataModule):
             if hasattr(dataset, "tokenizer"):
                 dataset.tokenizer = self.tokenizer
             self.datasets[split] = dataset
+            self._check_text(split)
         return self.datasets[split]
+
+    def prepare_splits(self, fit: bool = True, test: bool = True) -> None:
+        """Index now every split that fitting and testing will read: a missing or malformed
+        file (a test set named in the config but absent) then fails before the first training
+        step instead of after the last."""
+        for split in [*STAGE_SPLITS["fit"]] * fit + self.test_split_names * test:
+            self.dataset(split)
+
+    def _check_text(self, split: str) -> None:
+        if self.tokenizer is None or not hasattr(self.tokenizer, "encode"):
+            return
+        coverage = text_coverage(self.text_items(split), self.tokenizer)
+        self.text_coverage[split] = coverage
+        if coverage:
+            warnings.warn(f"{split}: {coverage.describe()}", UnrepresentedTextWarning, stacklevel=3)
+
+    # --- items that fail at load time ------------------------------------------------------
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning's hook, in the main process: take the items that failed to load out of
+        the batch (workers cannot reach this object) and record them."""
+        if isinstance(batch, dict) and SKIPPED in batch:
+            failed = batch.pop(SKIPPED)
+            split = self._split_in_progress(dataloader_idx)
+            if failed and split is not None:
+                self.record_load_skips(split, failed)
+        return batch
+
+    def record_load_skips(self, split: str, items: Iterable[SkippedItem]) -> None:
+        """Add items that failed at load time to ``skipped[split]``, once each (a bad file fails
+        again every epoch), and to those :meth:`take_unreported_skips` returns."""
+        known = self.skipped.setdefault(split, [])
+        for item in items:
+            if item not in known:
+                known.append(item)
+                self._unreported.setdefault(split, []).append(item)
+
+    def take_unreported_skips(self) -> dict[str, list[SkippedItem]]:
+        """The load-time skips recorded since the last call, per split (then forgotten)."""
+        unreported, self._unreported = self._unreported, {}
+        return unreported
+
+    def _split_in_progress(self, dataloader_idx: int) -> str | None:
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        if trainer.training:
+            return "train"
+        if trainer.testing:
+            return self.test_split_names[dataloader_idx]
+        if trainer.validating or trainer.sanity_checking:
+            return "validation"
+        return None
 
     def setup(self, stage: str | None = None) -> None:
         splits = STAGE_SPLITS.get(stage or "")

@@ -1,6 +1,6 @@
 """Callbacks that interrupt a training run at a chosen step, for the resume tests (added with
-``+callbacks.<name>._target_=run_control.KillAt +callbacks.<name>.step=N``; tests/ is on the
-path of the test process and of the runs it starts)."""
+``+callbacks.<name>._target_=helpers.run_control.KillAt +callbacks.<name>.step=N``; tests/ is
+on the path of the test process and of the runs it starts), and the exact-resume check."""
 
 import os
 import signal
@@ -58,7 +58,9 @@ def assert_resumes_exactly(
         *overrides, "trainer.min_epochs=0", "test=false", "callbacks.rich_progress_bar=null",
         "callbacks.model_checkpoint.last_every_n_train_steps=1",
     ]  # fmt: skip
-    stopper = ["+callbacks.stop._target_=run_control.StopAt", f"+callbacks.stop.step={stop_step}"]
+    stopper = [
+        "+callbacks.stop._target_=helpers.run_control.StopAt", f"+callbacks.stop.step={stop_step}"
+    ]
     run(compose_train(common, run_dir=tmp_path / "whole"))
     run(compose_train([*common, *stopper], run_dir=tmp_path / "parts"))
     last = tmp_path / "parts" / "checkpoints" / "last.ckpt"
