@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 # Lightning checks only for a stateful DataLoader; the data modules keep the position instead
 # (mmembed.data.datamodule), so a mid-epoch resume is exact
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+# conf/hydra/launcher/submitit_*.yaml are meant to be checked against the plugin's schema of the
+# same name (a misspelt field fails); Hydra warns that this matching is deprecated
+warnings.filterwarnings("ignore", message=r"\n'hydra/launcher/submitit_\w+' is validated against")
 
 TOP_LEVEL_KEYS = {
     "data", "corpus", "task", "tokenizer", "optimizer", "scheduler", "callbacks", "logger",

@@ -17,6 +17,8 @@ import pytest
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from helpers import fake_slurm
+from mmembed.artifacts import CheckpointError
 from mmembed.callbacks import AtomicCheckpointIO, Preempted, RunCheckpoint
 from mmembed.cluster.environment import SubmititLocalEnvironment, cluster_plugins, external_launch
 from mmembed.cluster.preflight import PreflightError, check_process_count
@@ -290,15 +292,18 @@ def resumable_asr(corpus):
     ]  # fmt: skip
 
 
-def train_cli(root, run_id, *overrides, launcher=(sys.executable, "-m", "mmembed.train")):
+def train_cli(root, run_id, *overrides, launcher=(sys.executable, "-m", "mmembed.train"), env=()):
+    """``mmembed-train`` in a subprocess, with ``MMEMBED_RUN_ID=run_id`` (None: unset) and no
+    scheduler or launcher variables of the machine running the tests."""
     env = {
         **os.environ,
-        "MMEMBED_RUN_ID": run_id,
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        **dict(env),
     }
     for name in LAUNCH_VARIABLES:
         env.pop(name, None)
-    env["MMEMBED_RUN_ID"] = run_id
+    if run_id is not None:
+        env["MMEMBED_RUN_ID"] = run_id
     command = [*launcher, *overrides, f"paths.root_dir={root}"]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
@@ -389,6 +394,60 @@ def test_a_signal_stops_a_run_at_the_step_boundary_with_its_checkpoint(
     assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None), "handlers put back"
 
 
+class Payload:
+    """What a crafted checkpoint hides: unpickling it opens (creates) a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.mark.parametrize("how", ["ckpt_path", "resume=auto"])
+def test_a_crafted_checkpoint_is_refused_without_running_its_payload(
+    compose_train, corpus, tmp_path, how
+):
+    marker = tmp_path / "payload_ran"
+    crafted = tmp_path / ("crafted.ckpt" if how == "ckpt_path" else "run/checkpoints/last.ckpt")
+    crafted.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "tokenizer": Payload(marker)}, crafted)
+    extra = [f"ckpt_path={crafted}"] if how == "ckpt_path" else []
+    with pytest.raises(CheckpointError, match=rf"{crafted}: not a readable PyTorch checkpoint"):
+        run(compose_train([*resumable_asr(corpus), *extra]))
+    assert not marker.exists(), "the payload ran"
+
+
+@pytest.mark.slow
+def test_an_sbatch_job_preempted_by_sigusr1_requeues_itself_once_and_resumes(
+    compose_train, corpus, tmp_path, clean_launch_env
+):
+    """A plain SLURM job (sbatch + srun, no submitit): SIGUSR1 -> last.ckpt at the step
+    boundary -> one ``scontrol requeue <job id>`` (Lightning's own requeue stays off) -> exit
+    75; the requeued job (same job id, same folder) continues from last.ckpt by itself."""
+    job = {**SLURM_JOB, "SLURM_JOB_ID": "5150", "SLURM_NTASKS": "1", "SLURM_JOB_NUM_NODES": "1",
+           "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0",
+           "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node01"}  # fmt: skip
+    for name, value in job.items():
+        clean_launch_env.setenv(name, value)
+    slurm = tmp_path / "slurm"
+    clean_launch_env.setenv("PATH", f"{fake_slurm.install(slurm)}{os.pathsep}{os.environ['PATH']}")
+    common = [*resumable_asr(corpus), "trainer.max_epochs=1",
+              "callbacks.model_checkpoint.last_every_n_train_steps=null"]  # fmt: skip
+    signaller = ["+callbacks.signal._target_=helpers.run_control.SignalAt",
+                 "+callbacks.signal.step=2", "+callbacks.signal.signum=SIGUSR1"]  # fmt: skip
+    with pytest.raises(Preempted, match=r"preempted by SIGUSR1: saved .*at step 2; SLURM job 5150"):
+        run(compose_train([*common, *signaller]))
+    assert (slurm / "jobs.log").read_text().splitlines() == ["scontrol requeue 5150"]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+
+    run(compose_train(common))  # the requeued job: same job id, no ckpt_path
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == 4 and final["epoch"] == 0
+    assert (slurm / "jobs.log").read_text().splitlines() == ["scontrol requeue 5150"], "once"
+
+
 def task_pids(marker):
     """Processes whose command line mentions ``marker`` (submitit's task processes)."""
     pids = []
@@ -402,26 +461,41 @@ def task_pids(marker):
     return pids
 
 
+SUBMITIT_LAUNCHERS = {
+    # the same job on this machine, through submitit's local executor
+    "submitit_local": [],
+    # a job array submitted with sbatch to the fake SLURM of tests/helpers/fake_slurm.py: srun
+    # starts the tasks with SLURM's variables, and submitit requeues with scontrol
+    "submitit_slurm": ["hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+                       "hydra.launcher.mem_gb=null"],  # fmt: skip
+}
+
+
 @pytest.mark.slow
-def test_submitit_local_two_task_job_is_preempted_requeued_and_finishes_exactly(
-    corpus, tmp_path, two_process_reference
+@pytest.mark.parametrize("launcher", sorted(SUBMITIT_LAUNCHERS))
+def test_a_submitit_two_task_job_is_preempted_requeued_and_finishes_exactly(
+    corpus, tmp_path, two_process_reference, launcher
 ):
-    """hydra/launcher=submitit_local with 2 tasks: the job gets submitit's preemption signal
-    (SIGUSR2, as its controller sends it before the time limit) mid-training, writes last.ckpt,
-    submitit requeues it, and the requeued job finishes in the same folder with the weights of
-    the uninterrupted run."""
+    """hydra/launcher=submitit_local|submitit_slurm with 2 tasks and no MMEMBED_RUN_ID: the job
+    gets submitit's preemption signal (SIGUSR2, as SLURM or submitit's controller sends it
+    before the time limit) mid-training, writes last.ckpt, submitit requeues it (on SLURM with
+    one ``scontrol requeue``), and the requeued job finishes in the same folder with the weights
+    of the uninterrupted run."""
+    env = {}
+    if launcher == "submitit_slurm":
+        env["PATH"] = f"{fake_slurm.install(tmp_path / 'slurm')}{os.pathsep}{os.environ['PATH']}"
     job = train_cli(
-        tmp_path, "sweep", "-m", *resumable_asr(corpus), "trainer=ddp_cpu",
-        "trainer.max_epochs=2", "hydra/launcher=submitit_local",
-        "hydra.launcher.tasks_per_node=2",
+        tmp_path, None, "-m", *resumable_asr(corpus), "trainer=ddp_cpu", "trainer.max_epochs=2",
+        f"hydra/launcher={launcher}", "hydra.launcher.tasks_per_node=2",
+        *SUBMITIT_LAUNCHERS[launcher], env=env,
     )  # fmt: skip
-    sweep = tmp_path / "logs" / "asr_default" / "multiruns" / "sweep"
-    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    multiruns = tmp_path / "logs" / "asr_default" / "multiruns"
     deadline = time.monotonic() + 400
-    while not last.exists():
+    while not list(multiruns.glob("*/0/checkpoints/last.ckpt")):
         assert job.poll() is None, job.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "the job never wrote a checkpoint"
         time.sleep(0.05)
+    (sweep,) = multiruns.iterdir()
     tasks = task_pids(str(sweep))
     assert len(tasks) == 2
     for pid in tasks:
@@ -432,7 +506,13 @@ def test_submitit_local_two_task_job_is_preempted_requeued_and_finishes_exactly(
     text = log.read_text()
     preempted = re.search(r"preempted by SIGUSR2: saved \S+last\.ckpt at step (\d+)", text)
     assert preempted and int(preempted[1]) < 4, "preempted mid-training (4 steps per rank)"
-    assert "Requeued job" in text, "submitit requeued it"
+    if launcher == "submitit_slurm":
+        events = (tmp_path / "slurm" / "jobs.log").read_text()
+        job_id = re.search(r"submitted (\S+) \(2 task\(s\)\)", events)[1]
+        assert events.count("scontrol requeue") == 1 and f"scontrol requeue {job_id}\n" in events
+        assert f"requeued {job_id}\n" in events and events.count("requeued") == 1
+    else:
+        assert "Requeued job" in text, "submitit requeued it"
     assert "resuming from" in text and text.count("final metrics:") == 1
     assert_bitwise_equal(weights(sweep / "0"), weights(two_process_reference))
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == [

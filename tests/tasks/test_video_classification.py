@@ -246,8 +246,12 @@ def test_confusion_matrix_png(tmp_path):
 
 @pytest.mark.slow
 def test_a_stopped_video_run_resumes_exactly_from_its_run_folder(compose_train, corpus, tmp_path):
-    """Random clip starts and crops included: they draw from each batch's own seed."""
-    overrides = video_overrides(corpus, "trainer.max_epochs=2", "trainer.limit_val_batches=1")
+    """Random clip starts, crops, colour jitter, greyscale and erasing included: they draw from
+    each batch's own seed."""
+    overrides = video_overrides(
+        corpus, "trainer.max_epochs=2", "trainer.limit_val_batches=1", "data.color_jitter=0.5",
+        "data.grayscale_p=0.5", "data.erasing_p=0.5",
+    )  # fmt: skip
     assert_resumes_exactly(compose_train, overrides, tmp_path, stop_step=1)
 
 
