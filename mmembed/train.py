@@ -188,10 +188,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = cfg.get("ckpt_path")
-    if cfg.get("train"):
-        resume = cfg.get("resume", "auto")
-        ckpt_path = resume_checkpoint(ckpt_path, resume, cfg.paths.checkpoint_dir)
+    ckpt_path = resume_checkpoint(
+        cfg.get("ckpt_path"), cfg.get("resume", "auto"), cfg.paths.checkpoint_dir,
+        training=bool(cfg.get("train")),
+    )  # fmt: skip
     trainer, loggers = build_trainer(cfg)
     check_process_count(trainer)  # before any data work: a mismatch would hang later
 

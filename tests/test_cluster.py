@@ -18,6 +18,8 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from helpers import fake_slurm
+from helpers.run_control import assert_resumes_exactly
+from helpers.runs import tiny_video_corpus, video_overrides
 from mmembed.artifacts import CheckpointError
 from mmembed.callbacks import AtomicCheckpointIO, Preempted, RunCheckpoint
 from mmembed.cluster.environment import SubmititLocalEnvironment, cluster_plugins, external_launch
@@ -166,6 +168,18 @@ def test_resume_auto_continues_the_run_folder_and_never_refuses_it(tmp_path):
         resume_checkpoint(None, "never", tmp_path)
     with pytest.raises(ResumeError, match="resume must be one of"):
         resume_checkpoint(None, "always", tmp_path)
+    assert resume_checkpoint(None, "auto", tmp_path, training=False) is None, "test-only runs"
+
+
+@pytest.mark.parametrize("alias", ["hpc", "last"])
+def test_lightnings_checkpoint_names_mean_the_run_folders_last_checkpoint(tmp_path, alias):
+    """ckpt_path=hpc fails in Lightning on a job's first run (no hpc checkpoint yet)."""
+    assert resume_checkpoint(alias, "auto", tmp_path) is None, "the first run starts afresh"
+    with pytest.raises(ResumeError, match=rf"ckpt_path={alias}: there is no .*last\.ckpt"):
+        resume_checkpoint(alias, "auto", tmp_path, training=False)
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    for training in (True, False):
+        assert resume_checkpoint(alias, "never", tmp_path, training) == str(tmp_path / "last.ckpt")
 
 
 def test_the_run_folder_is_named_by_the_run_id(compose_train, clean_launch_env):
@@ -449,14 +463,15 @@ def test_an_sbatch_job_preempted_by_sigusr1_requeues_itself_once_and_resumes(
 
 
 def task_pids(marker):
-    """Processes whose command line mentions ``marker`` (submitit's task processes)."""
+    """submitit's task processes (``python -u -m submitit.core._submit <folder>``, not the srun
+    that started them) whose folder mentions ``marker``."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            args = (entry / "cmdline").read_bytes().decode().split("\0")
         except (OSError, ValueError):
             continue
-        if "submitit.core._submit" in cmdline and marker in cmdline:
+        if args[1:4] == ["-u", "-m", "submitit.core._submit"] and marker in args[4]:
             pids.append(int(entry.name))
     return pids
 
@@ -564,3 +579,46 @@ def test_a_multirun_of_two_configurations_with_ddp_cpu_runs_each_job_once(
     assert_bitwise_equal(weights(sweep / "0"), weights(two_process_reference))
     one_epoch = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert one_epoch["epoch"] == 0 and one_epoch["global_step"] == 2
+
+
+# --- on GPUs (pytest -m gpu; CI has none) -----------------------------------------------------
+# Video classification: unlike CTC loss, every op of its backward has a deterministic CUDA
+# kernel, so trainer.deterministic=true makes GPU runs bitwise repeatable.
+
+
+@pytest.fixture(scope="module")
+def video_corpus(tmp_path_factory):
+    return tiny_video_corpus(tmp_path_factory.mktemp("video") / "corpus")
+
+
+def gpu_video_run(corpus, *extra):
+    return video_overrides(
+        corpus, "trainer.deterministic=true", "trainer.max_epochs=2", "trainer.max_time=null",
+        "trainer.limit_val_batches=1", "task.encoder.dropout=0.1", "data.color_jitter=0.5",
+        "callbacks.rich_progress_bar=null", "test=false", *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.gpu
+def test_a_stopped_gpu_run_resumes_bitwise_with_its_cuda_rng_states(
+    compose_train, video_corpus, tmp_path
+):
+    assert torch.cuda.is_available(), "needs a CUDA device"
+    assert_resumes_exactly(compose_train, gpu_video_run(video_corpus, "trainer=gpu"), tmp_path, 1)
+
+
+@pytest.mark.gpu
+def test_a_two_gpu_nccl_run_killed_mid_epoch_resumes_bitwise(video_corpus, tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 GPUs, this machine has {torch.cuda.device_count()}")
+    common = [*gpu_video_run(video_corpus, "trainer=ddp", "trainer.devices=2"),
+              "callbacks.model_checkpoint.last_every_n_train_steps=1"]  # fmt: skip
+    code, output = finish(train_cli(tmp_path, "ref", *common))
+    assert code == 0, output[-3000:]
+    killer = ["+callbacks.kill._target_=helpers.run_control.KillAt", "+callbacks.kill.step=2"]
+    code, output = finish(train_cli(tmp_path, "job", *common, *killer))
+    assert code != 0, output[-3000:]
+    code, output = finish(train_cli(tmp_path, "job", *common))
+    assert code == 0 and "resuming from" in output, output[-3000:]
+    runs = tmp_path / "logs" / "video_default" / "runs"
+    assert_bitwise_equal(weights(runs / "job"), weights(runs / "ref"))

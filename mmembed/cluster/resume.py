@@ -5,6 +5,10 @@ checkpoint folder holds ``last.ckpt`` continues from it: a requeued job, or a re
 same ``MMEMBED_RUN_ID``, picks up where the last one stopped without anyone passing
 ``ckpt_path`` (a fresh run has a new folder, so nothing to resume). ``resume=never`` refuses a
 folder that already holds a checkpoint instead of overwriting it.
+
+Lightning's names ``ckpt_path=last`` and ``ckpt_path=hpc`` (its SLURM checkpoint, which fails
+on a job's first run because there is none yet) mean the run folder's ``last.ckpt`` here: a
+training run starts afresh while there is none.
 """
 
 from __future__ import annotations
@@ -18,18 +22,32 @@ log = logging.getLogger(__name__)
 
 RESUME_MODES = ("auto", "never")
 LAST = "last.ckpt"
+# Lightning's ckpt_path names for "the latest checkpoint of this run"
+FOLDER_ALIASES = ("last", "hpc")
 
 
 class ResumeError(ValueError):
     """The resume setting cannot be honoured (bad value, or a folder it must not reuse)."""
 
 
-def resume_checkpoint(ckpt_path: str | None, resume: str, checkpoint_dir: str | Path) -> str | None:
+def resume_checkpoint(
+    ckpt_path: str | None, resume: str, checkpoint_dir: str | Path, training: bool = True
+) -> str | None:
+    """The checkpoint a run starts from: ``ckpt_path``, else (training runs) the run folder's
+    ``last.ckpt`` as ``resume`` allows; None for a fresh start."""
     if resume not in RESUME_MODES:
         raise ResumeError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
-    if ckpt_path:
-        return str(ckpt_path)
     last = Path(checkpoint_dir) / LAST
+    if ckpt_path in FOLDER_ALIASES:
+        if last.is_file():
+            log.info("resuming from %s (ckpt_path=%s)", last, ckpt_path)
+            return str(last)
+        if not training:
+            raise ResumeError(f"ckpt_path={ckpt_path}: there is no {last} to evaluate")
+        log.info("ckpt_path=%s: no %s yet, so this run starts afresh", ckpt_path, last)
+        return None
+    if ckpt_path or not training:
+        return str(ckpt_path) if ckpt_path else None
     if not last.is_file():
         return None
     if resume == "never":
