@@ -37,7 +37,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mmembed.artifacts import load_checkpoint
+from mmembed.artifacts import load_checkpoint, naming_the_folder_on_full_disk
 from mmembed.callbacks import (
     Preempted,
     TrainingStop,
@@ -287,7 +287,8 @@ def main(cfg: DictConfig) -> float | None:
     # Under Lightning's own DDP launcher, ranks > 0 re-run this script; threads are per process.
     torch.set_float32_matmul_precision("high")
     try:
-        metrics = run(cfg)
+        with naming_the_folder_on_full_disk(cfg.paths.output_dir):
+            metrics = run(cfg)
     except Preempted as stop:
         log.warning("%s", stop)
         raise
