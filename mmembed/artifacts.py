@@ -1,7 +1,9 @@
 """Reading and writing a run's artifacts (tokenizer, metrics, checkpoints) safely.
 
-Writes are atomic: the data goes to a temporary file beside the target, which then replaces
-it, so a reader (or a resumed run) sees the old file or the new one, never half of one. A write
+Writes are atomic: the data goes to a temporary file beside the target (on the target's own
+filesystem, never ``$TMPDIR``), is fsynced, then replaces it and the folder is fsynced, so a
+reader (or a resumed run) sees the old file or the new one, never half of one, even after a
+kill or a power loss; :func:`remove_stale_temporaries` deletes what killed writers left. A write
 that fails (a full disk, a quota, a read-only folder) raises an ``OSError`` that names the
 file, which the bare error from ``write()`` does not. Checkpoints are read with
 ``weights_only=True`` (no unpickling of arbitrary objects), and a file that is not a checkpoint
@@ -24,11 +26,14 @@ class CheckpointError(ValueError):
     """A file that cannot be used as a checkpoint; the message names it."""
 
 
+TEMPORARY_MARK = ".tmp-"
+
+
 def write_atomically(path: str | PathLike, data: str | bytes | memoryview) -> Path:
     """Write ``data`` (text is UTF-8) to ``path`` atomically; returns the path."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
@@ -36,10 +41,28 @@ def write_atomically(path: str | PathLike, data: str | bytes | memoryview) -> Pa
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        _fsync_folder(path.parent)  # the rename itself survives a power loss
     except OSError as err:
         temporary.unlink(missing_ok=True)
         raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def remove_stale_temporaries(folder: str | PathLike, pattern: str = "*") -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder`` for the files
+    matching ``pattern`` (``"*.ckpt"``); returns them. Call it where no write is in flight."""
+    stale = sorted(Path(folder).glob(f".{pattern}{TEMPORARY_MARK}*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 # The errors of a write that found no room: a full disk, a file-size limit, a quota.
@@ -65,14 +88,15 @@ def naming_the_folder_on_full_disk(folder: str | PathLike) -> Iterator[None]:
 
 
 def load_checkpoint(path: str | PathLike) -> dict[str, Any]:
-    """A checkpoint's dictionary, loaded on the CPU with ``weights_only=True``."""
+    """A checkpoint's dictionary, loaded on the CPU with ``weights_only=True``, memory-mapped
+    (reading the tokenizer or the step of a large checkpoint reads little of it)."""
     import torch  # here, so the text and data modules that write artifacts stay torch-free
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises several types: EOFError, UnpicklingError, ...
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(

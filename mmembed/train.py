@@ -5,14 +5,19 @@
     mmembed-train experiment=asr_default \
         ckpt_path=logs/asr_default/runs/<run>/checkpoints/last.ckpt
 
-The run, in order: validate the config; build the embedded corpus the ``corpus`` node asks for
-(under a file lock, so ranks never build it twice); instantiate the data module; train the
-tokenizer on its training texts (or take the checkpoint's); build the task with the
-``optimizer`` and ``scheduler`` partials; fit; test the best checkpoint; report.
+The run, in order: validate the config; pick the checkpoint to continue from (``ckpt_path``,
+or with ``resume=auto`` the run folder's ``last.ckpt``); build the trainer and check that its
+devices x nodes match the processes the launcher started; build the embedded corpus the
+``corpus`` node asks for (under a file lock, so ranks never build it twice); instantiate the
+data module; train the tokenizer on its training texts (or take the checkpoint's); build the
+task with the ``optimizer`` and ``scheduler`` partials (from ``init_from``'s weights, if given);
+fit; test the best checkpoint; report.
 
-One process per rank: under torchrun or SLURM every rank runs this same entry point and
-Lightning reads its rank from the environment (set ``MMEMBED_RUN_ID`` so all ranks share one
-run folder).
+One process per rank: under torchrun, SLURM or submitit every rank runs this same entry point
+and Lightning reads its rank from the environment (:mod:`mmembed.cluster`). The run folder is
+named by the run id (``MMEMBED_RUN_ID``, else the scheduler's job id), so a requeued job
+continues in its own folder. Every run gets atomic checkpoints, RNG states in checkpoints,
+preemption handling and its command line's limits (:mod:`mmembed.callbacks`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import difflib
 import fcntl
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,17 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mmembed.artifacts import load_checkpoint, naming_the_folder_on_full_disk
-from mmembed.callbacks import TrainingStop, run_guards, training_stop
+from mmembed.callbacks import (
+    Preempted,
+    TrainingStop,
+    run_guards,
+    run_mechanics,
+    training_stop,
+)
+from mmembed.cluster.environment import cluster_plugins
+from mmembed.cluster.multirun import sweep_job_ranks
+from mmembed.cluster.preflight import check_process_count
+from mmembed.cluster.resume import first_logged_step, resume_checkpoint
 from mmembed.datagen.corpus_folder import lock_path
 from mmembed.overrides import apply_empty_dict_overrides
 from mmembed.report import data_report, write_metrics
@@ -41,10 +57,17 @@ from mmembed.transfer import init_from, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
+# Lightning checks only for a stateful DataLoader; the data modules keep the position instead
+# (mmembed.data.datamodule), so a mid-epoch resume is exact
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+# conf/hydra/launcher/submitit_*.yaml are meant to be checked against the plugin's schema of the
+# same name (a misspelt field fails); Hydra warns that this matching is deprecated
+warnings.filterwarnings("ignore", message=r"\n'hydra/launcher/submitit_\w+' is validated against")
+
 TOP_LEVEL_KEYS = {
     "data", "corpus", "task", "tokenizer", "optimizer", "scheduler", "callbacks", "logger",
     "trainer", "paths", "experiment", "debug", "task_name", "tags", "monitor", "seed", "train",
-    "test", "ckpt_path", "hydra", "optimized_metric", "torch_threads", "init_from",
+    "test", "ckpt_path", "resume", "hydra", "optimized_metric", "torch_threads", "init_from",
     "init_from_skip", "init_from_tokenizer",
 }  # fmt: skip
 
@@ -101,12 +124,12 @@ def build_corpus(cfg: DictConfig) -> None:
         hydra.utils.instantiate(cfg.corpus)
 
 
-def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
-    """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned), and so
-    does ``init_from`` with ``init_from_tokenizer=true``; otherwise one is trained on the
-    training texts. Training is deterministic, so every rank builds the same one without
-    communicating."""
-    source = cfg.get("ckpt_path")
+def build_tokenizer(cfg: DictConfig, datamodule: Any, ckpt_path: str | None) -> Tokenizer:
+    """Resuming (from ``ckpt_path``) reuses the checkpoint's tokenizer (its ids are what the
+    weights learned), and so does ``init_from`` with ``init_from_tokenizer=true``; otherwise one
+    is trained on the training texts. Training is deterministic, so every rank builds the same
+    one without communicating."""
+    source = ckpt_path
     if not source and cfg.get("init_from") and cfg.get("init_from_tokenizer"):
         source = resolve_checkpoint(init_sources(cfg)[0]["path"])
     if source:
@@ -137,14 +160,15 @@ def init_sources(cfg: DictConfig) -> list[dict[str, Any]]:
     return sources
 
 
-def initialize_from(cfg: DictConfig, task: Any) -> None:
+def initialize_from(cfg: DictConfig, task: Any, ckpt_path: str | None) -> None:
     """``init_from``: other runs' weights (not their optimizer, schedule or step) for a new
-    run; a resumed run (``ckpt_path``) restores its own instead."""
+    run; a resumed run (``ckpt_path``, or its run folder's ``last.ckpt``) restores its own
+    instead."""
     sources = init_sources(cfg)
     if not sources:
         return
-    if cfg.get("ckpt_path"):
-        log.warning("ckpt_path resumes the run, so init_from=%s is not used", cfg.init_from)
+    if ckpt_path:
+        log.warning("resuming from %s, so init_from=%s is not used", ckpt_path, cfg.init_from)
         return
     for source in sources:
         report = init_from(
@@ -163,6 +187,23 @@ def instantiate_dict(section: DictConfig | None) -> list[Any]:
     ]
 
 
+def build_trainer(cfg: DictConfig) -> tuple[L.Trainer, list[Any]]:
+    """The trainer with the configured callbacks, loggers and plugins (atomic checkpoint
+    writes, ``conf/trainer/default.yaml``) plus what every run gets: the run guards, the run
+    mechanics (preemption handling, RNG states in checkpoints, the command line's limits) and
+    this process's cluster environment (requeueing off)."""
+    callbacks = [*instantiate_dict(cfg.get("callbacks")), *run_guards(), *run_mechanics()]
+    loggers = instantiate_dict(cfg.get("logger"))
+    plugins = [hydra.utils.instantiate(plugin) for plugin in cfg.trainer.get("plugins") or ()]
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[*plugins, *cluster_plugins()] or None,
+    )
+    return trainer, loggers
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     apply_empty_dict_overrides(cfg)
     validate_config(cfg)
@@ -171,10 +212,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_checkpoint(
+        cfg.get("ckpt_path"), cfg.get("resume", "auto"), cfg.paths.checkpoint_dir,
+        training=bool(cfg.get("train")),
+    )  # fmt: skip
+    trainer, loggers = build_trainer(cfg)
+    check_process_count(trainer)  # before any data work: a mismatch would hang later
 
     build_corpus(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    tokenizer = build_tokenizer(cfg, datamodule)
+    tokenizer = build_tokenizer(cfg, datamodule, ckpt_path)
+    if ckpt_path and cfg.get("train"):  # the resumed run's series continue the old ones
+        first_step = first_logged_step(ckpt_path)
+        for logger in loggers:
+            if hasattr(logger, "continue_from"):
+                logger.continue_from(first_step)
     datamodule.set_tokenizer(tokenizer)
     datamodule.prepare_splits(fit=bool(cfg.get("train")), test=bool(cfg.get("test")))
     _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
@@ -185,12 +237,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
-    initialize_from(cfg, task)
-    callbacks = [*instantiate_dict(cfg.get("callbacks")), *run_guards()]
-    loggers = instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
-    )
+    initialize_from(cfg, task, ckpt_path)
     hparams = {
         k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
         for k, v in cfg.items()
@@ -200,18 +247,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hparams)
 
     metrics: dict[str, float] = {}
-    stop = None
-    if cfg.get("train"):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update(_scalars(trainer.callback_metrics))
-        stop = training_stop(trainer)
-    # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
-    best = _best_checkpoint(trainer) or (None if cfg.get("train") else cfg.get("ckpt_path"))
-    if cfg.get("test"):
-        if best is None:
-            log.warning("no best checkpoint was saved; testing the current weights")
-        trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        metrics.update(_scalars(trainer.callback_metrics))
+    with sweep_job_ranks():
+        stop = None
+        if cfg.get("train"):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
+            stop = training_stop(trainer)
+        # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
+        best = _best_checkpoint(trainer) or (None if cfg.get("train") else ckpt_path)
+        if cfg.get("test"):
+            if best is None:
+                log.warning("no best checkpoint was saved; testing the current weights")
+            trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
     _report(metrics, best, output_dir, datamodule, stop)
     return metrics
 
@@ -262,8 +310,12 @@ def _report(
 def main(cfg: DictConfig) -> float | None:
     # Under Lightning's own DDP launcher, ranks > 0 re-run this script; threads are per process.
     torch.set_float32_matmul_precision("high")
-    with naming_the_folder_on_full_disk(cfg.paths.output_dir):
-        metrics = run(cfg)
+    try:
+        with naming_the_folder_on_full_disk(cfg.paths.output_dir):
+            metrics = run(cfg)
+    except Preempted as stop:
+        log.warning("%s", stop)
+        raise
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 

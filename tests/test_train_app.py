@@ -12,6 +12,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from helpers.run_control import assert_resumes_exactly
 from helpers.runs import TINY_ASR, asr_overrides, tiny_speech_corpus
 from mmembed.text import load_tokenizer
 from mmembed.train import ConfigError, run, validate_config
@@ -143,7 +144,7 @@ def test_resume_continues_at_the_saved_global_step(compose_train, speech_corpus,
         "test=false",
     )
     run(compose_train([*common, "trainer.max_epochs=1"], run_dir=tmp_path / "first"))
-    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 2 and saved["epoch"] == 0
     shutil.copy(tmp_path / "ckpt" / "last.ckpt", tmp_path / "resume_from.ckpt")
 
@@ -154,7 +155,7 @@ def test_resume_continues_at_the_saved_global_step(compose_train, speech_corpus,
             run_dir=second,
         )
     )
-    resumed = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    resumed = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 4 and resumed["epoch"] == 1
     # the resumed run trained only the second epoch: its logged steps start after step 2
     rows = (second / "csv" / "metrics.csv").read_text().splitlines()
@@ -178,6 +179,42 @@ def test_resume_continues_at_the_saved_global_step(compose_train, speech_corpus,
     )
     assert "test/cer" in metrics
     assert f"best checkpoint: {tmp_path}/resume_from.ckpt" in capsys.readouterr().out
+
+
+def _spend_the_time_budget(last_ckpt):
+    checkpoint = torch.load(last_ckpt, weights_only=True)
+    (timer,) = [key for key in checkpoint["callbacks"] if key.startswith("Timer")]
+    checkpoint["callbacks"][timer]["time_elapsed"]["train"] = 10**6
+    torch.save(checkpoint, last_ckpt)
+
+
+@pytest.mark.slow
+def test_a_stopped_asr_run_resumes_exactly_with_its_own_command_line_limits(
+    compose_train, speech_corpus, tmp_path
+):
+    """Mid-epoch resume of the length-bucketed sampler, dropout/SpecAugment RNG and every audio
+    augmentation included, under a freezing schedule that ends after epoch 0. The resumed run
+    keeps its own patience and max_time: Lightning would restore the old patience and, with the
+    old run's clock at 10^6 s, stop before its first step. The monitored metric never improves
+    after epoch 0 (mode=max on a falling loss): last.ckpt is still the final state, and the
+    best checkpoint stays epoch 0's."""
+    overrides = asr_overrides(
+        speech_corpus, "data.max_batch_size=2", "task.encoder.dropout=0.1", "monitor.mode=max",
+        "monitor.metric=val/loss", "trainer.max_epochs=2", "trainer.limit_val_batches=1",
+        "trainer.max_time=00:00:30:00", "data.augment.noise_p=0.5", "data.augment.reverb_p=0.5",
+        "data.augment.gain_p=0.5", "data.augment.band_limit_p=0.5",
+        "callbacks=[default,freeze]", "callbacks.freeze.epochs=1",
+    )  # fmt: skip
+    whole, resumed = assert_resumes_exactly(
+        compose_train, overrides, tmp_path, stop_step=1,
+        resumed_extra=["callbacks.early_stopping.patience=9"],
+        before_resume=_spend_the_time_budget,
+    )  # fmt: skip
+    (stopping,) = [v for k, v in resumed["callbacks"].items() if k.startswith("EarlyStopping")]
+    assert stopping["patience"] == 9
+    for final in (whole, resumed):
+        (saver,) = [v for k, v in final["callbacks"].items() if k.startswith("RunCheckpoint")]
+        assert final["global_step"] == 6 and saver["best_model_path"].endswith("epoch_000.ckpt")
 
 
 @pytest.mark.slow

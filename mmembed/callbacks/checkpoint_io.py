@@ -1,4 +1,11 @@
-"""Checkpoints written atomically, and a failed write that names the checkpoint."""
+"""Checkpoints written atomically, and a failed write that names the checkpoint.
+
+Lightning 2.6's own save writes a temporary file in ``$TMPDIR`` and moves it: across
+filesystems (usual on clusters) the move is a copy, so a kill mid-copy truncated ``last.ckpt``,
+and each kill left a checkpoint-sized orphan in ``$TMPDIR``. Here the temporary file sits beside
+the checkpoint and is renamed over it (:func:`~mmembed.artifacts.write_atomically`); the run's
+checkpoint callback removes those a kill left (:class:`~mmembed.callbacks.RunCheckpoint`).
+"""
 
 from __future__ import annotations
 

@@ -55,6 +55,10 @@ class FreezeSchedule(L.Callback):
     def frozen(self, epoch: int) -> bool:
         return epoch < self.epochs
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning skips on_train_epoch_start for an epoch resumed mid-way: apply it here too
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         frozen = self.frozen(trainer.current_epoch)
         for path in self.modules:

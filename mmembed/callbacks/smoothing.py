@@ -9,6 +9,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+# Callbacks that read the monitored metric when validation ends.
+_READERS = (EarlyStopping, ModelCheckpoint)
 
 
 class SmoothedMetric(L.Callback):
@@ -30,7 +34,18 @@ class SmoothedMetric(L.Callback):
     def name(self) -> str:
         return f"{self.metric}_smoothed"
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Checkpointing and early stopping read the monitored value in on_validation_end too:
+        # run before them, so they see this validation's average, not the previous one.
+        callbacks = trainer.callbacks
+        readers = [i for i, c in enumerate(callbacks) if isinstance(c, _READERS)]
+        if readers and callbacks.index(self) > readers[0]:
+            callbacks.remove(self)
+            callbacks.insert(readers[0], self)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_validation_epoch_end: tasks log epoch-level metrics (CIDEr over the whole
+        # split) in their own on_validation_epoch_end, which Lightning runs after callbacks'.
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.metric)
@@ -41,7 +56,10 @@ class SmoothedMetric(L.Callback):
             )
         self.history.append(float(value))
         smoothed = torch.tensor(sum(self.history) / len(self.history))
-        pl_module.log(self.name, smoothed, prog_bar=True)
+        # self.log is not allowed here; this is what it would do for an epoch-level value
+        trainer.callback_metrics[self.name] = smoothed
+        for logger in trainer.loggers:
+            logger.log_metrics({self.name: float(smoothed)}, step=trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history)}

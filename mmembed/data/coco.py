@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from mmembed.data.datamodule import TaskDataModule
-from mmembed.data.group_sampler import GroupCappedSampler, average_hash
+from mmembed.data.group_sampler import GroupCappedBatchSampler, average_hash
 from mmembed.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from mmembed.data.image_transforms import eval_transform as default_eval_transform
 from mmembed.data.image_transforms import train_transform as default_train_transform
@@ -457,7 +457,7 @@ class CocoCaptionDataModule(TaskDataModule):
         verify_images: check every image header with Pillow when a split is loaded (about
             0.1 ms an image), so undecodable files are skipped up front, not mid-epoch.
         max_per_group, group_by: cap each group of training items at ``max_per_group`` per
-            epoch (:class:`~mmembed.data.group_sampler.GroupCappedSampler`; None = no cap),
+            epoch (:class:`~mmembed.data.group_sampler.GroupCappedBatchSampler`; None = no cap),
             a group being the items with the same caption (``"caption"``) or whose images share
             a perceptual hash (``"image"``: near-identical pictures).
     """
@@ -565,15 +565,18 @@ class CocoCaptionDataModule(TaskDataModule):
             strict=self.strict,
         )
 
-    def train_sampler(self, dataset: CocoCaptionDataset):
-        if self.max_per_group is None:
-            return super().train_sampler(dataset)
+    def batch_sampler(self, split: str, dataset: CocoCaptionDataset, shuffle: bool):
+        if split != "train" or self.max_per_group is None:
+            return super().batch_sampler(split, dataset, shuffle)
         key = GROUP_KEYS[self.group_by]
         groups = [key(dataset.images[image], caption) for image, caption in dataset.items]
-        sampler = GroupCappedSampler(groups, self.max_per_group, self.seed)
+        sampler = GroupCappedBatchSampler(
+            groups, self.max_per_group, self.batch_size, shuffle=shuffle, seed=self.seed
+        )
         log.info(
             "train: %d groups by %s, at most %d items each an epoch (%d of %d items)",
-            sampler.num_groups, self.group_by, self.max_per_group, len(sampler), len(dataset),
+            sampler.num_groups, self.group_by, self.max_per_group, sampler.num_items,
+            len(dataset),
         )  # fmt: skip
         return sampler
 

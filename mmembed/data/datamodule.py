@@ -9,9 +9,12 @@ tasks rely on, implemented once here:
   (:attr:`test_split_names`, in loader order); datasets are built once per split and cached;
 - ``training_texts()``: the texts a tokenizer is trained on (training split only);
 - ``set_tokenizer(tokenizer)``: the hook the app calls once the tokenizer exists;
-- loaders: training data shuffled, and sharded across ranks under DDP (the trainers set
-  ``use_distributed_sampler: false``: the speech batch sampler shards itself); evaluation
-  unsharded, so every rank scores whole splits and per-item metrics stay exact;
+- loaders: training batches shuffled by (seed, epoch) and sharded across ranks under DDP by
+  the batch samplers of :mod:`mmembed.data.sampling` (the trainers set
+  ``use_distributed_sampler: false``); evaluation unsharded, so every rank scores whole splits
+  and per-item metrics stay exact; no loader draws from the global RNG;
+- exact resume: checkpoints hold the training position (epoch, batches done), and a resumed
+  run's training loader continues at the next batch;
 - the skipped-items report: :attr:`skipped` lists every item each split left out, those found
   when it was indexed and those that failed later, when loaded in a DataLoader worker (the
   collate carries them in the batch, :meth:`on_before_batch_transfer` records them here);
@@ -23,6 +26,7 @@ tasks rely on, implemented once here:
 
 from __future__ import annotations
 
+import signal
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
@@ -30,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, Sampler
+import torch
+from torch.utils.data import DataLoader, Dataset
 
-from mmembed.data.sampling import training_sampler
+from mmembed.data.sampling import EpochBatchSampler, SeededItems, ShuffledBatchSampler
 from mmembed.data.skips import SKIPPED, SkippedItem
 from mmembed.data.splits import SPLITS
 from mmembed.text.coverage import TextCoverage, UnrepresentedTextWarning, text_coverage
@@ -46,12 +51,20 @@ def check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive number of items, got {value!r}")
 
 
+def ignore_preemption_signals(worker_id: int) -> None:
+    """Data-loader workers ignore the schedulers' preemption warnings (SIGUSR1/SIGUSR2: SLURM
+    signals a task's whole process group): the training process handles them, and a worker
+    killed by one would fail the step before the checkpoint is written."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
 class TaskDataModule(L.LightningDataModule):
     """Base of the mmembed data modules.
 
     Subclasses implement :meth:`build_dataset` (recording skipped items in
     ``self.skipped[split]``) and :meth:`training_texts`, and may override :meth:`collate_fn`,
-    :meth:`loader` and :meth:`text_items`.
+    :meth:`batch_sampler` and :meth:`text_items`.
 
     Args:
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for
@@ -90,6 +103,7 @@ class TaskDataModule(L.LightningDataModule):
         # skips found at load time since take_unreported_skips() was last called
         self._unreported: dict[str, list[SkippedItem]] = {}
         self._extra_test_names: list[str] = []
+        self._resume_position: dict[str, int] | None = None
 
     # --- what subclasses provide -----------------------------------------------------------
 
@@ -105,10 +119,16 @@ class TaskDataModule(L.LightningDataModule):
         """How a list of items becomes a batch (None: torch's default collate)."""
         return None
 
-    def train_sampler(self, dataset: Dataset) -> Sampler | None:
-        """The training sampler: a shuffling ``DistributedSampler`` under DDP, else None (a
-        plain shuffle). A sampler returned here must shard across ranks itself."""
-        return training_sampler(dataset, self.seed)
+    def batch_sampler(
+        self, split: str, dataset: Dataset, shuffle: bool
+    ) -> EpochBatchSampler | None:
+        """The batches of ``split``: for training, fixed-size batches shuffled by (seed, epoch)
+        and sharded across ranks; for evaluation None (``eval_batch_size`` items in order). A
+        sampler returned here must be an :class:`~mmembed.data.sampling.EpochBatchSampler`
+        (it shards across ranks and resumes mid-epoch)."""
+        if split != "train":
+            return None
+        return ShuffledBatchSampler(len(dataset), self.batch_size, shuffle=shuffle, seed=self.seed)
 
     def text_items(self, split: str) -> list[tuple[str, str]]:
         """``(where, text)`` of every text ``split`` holds (transcripts, captions), as the data
@@ -215,20 +235,58 @@ class TaskDataModule(L.LightningDataModule):
             self.dataset(split)
 
     def loader(self, split: str) -> DataLoader:
-        """Training: shuffled (sharded under DDP); evaluation: in order, unsharded."""
-        train = split == "train"
+        """Training: shuffled (sharded under DDP), continuing a resumed epoch; evaluation: in
+        order, unsharded (unless :meth:`batch_sampler` says otherwise)."""
         dataset = self.dataset(split)
-        sampler = self.train_sampler(dataset) if train else None
+        # overfit_batches means "the same few batches every epoch": no shuffling
+        shuffle = split == "train" and not getattr(self.trainer, "overfit_batches", 0)
+        batches = self.batch_sampler(split, dataset, shuffle)
+        batching = (
+            {"batch_sampler": batches}
+            if batches is not None
+            else {"batch_size": self.eval_batch_size, "shuffle": False}
+        )
+        if split == "train" and batches is not None:
+            # random draws of loading a batch come from the batch's own seed
+            dataset = SeededItems(dataset)
+            if self._resume_position is not None:
+                batches.resume(**self._resume_position)
+                self._resume_position = None
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
+            **batching,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn(split),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # (random draws in workers come from SeededItems, not from per-worker seeds)
+            worker_init_fn=ignore_preemption_signals,
+            # the workers' base seed comes from here, not from the global RNG, so creating an
+            # iterator (e.g. on resume) never shifts the model's random stream
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    # --- exact resume: Lightning saves and restores these with every checkpoint ------------
+    # (a datamodule's state is restored before the task's configure_optimizers builds the
+    # training loader through ``trainer.estimated_stepping_batches``; a loader's own state
+    # would be restored only after that loader had started its epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands, read off the trainer's loop counters: the epoch being trained
+        and how many of its batches are done (a finished epoch points at the next one)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        fit_loop = trainer.fit_loop
+        epoch = fit_loop.epoch_progress.current.ready - 1
+        done = fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"train_position": {"epoch": epoch, "batches_done": done}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The next training loader continues at the saved position."""
+        self._resume_position = state_dict.get("train_position")
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train")

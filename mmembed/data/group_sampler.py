@@ -9,27 +9,38 @@ is still seen) evens out what the model is rewarded for.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 from PIL import Image
 
-from mmembed.data.sampling import rank_and_world
+from mmembed.data.sampling import EpochBatchSampler
 
 
-class GroupCappedSampler(torch.utils.data.Sampler[int]):
-    """Indices of at most ``cap`` items per group each epoch, shuffled; under DDP every rank
-    takes an equal share (the index list is padded by repeating its start).
+class GroupCappedBatchSampler(EpochBatchSampler):
+    """Batches of ``batch_size`` items drawn from at most ``cap`` items per group each epoch,
+    shuffled; sharded across ranks and resumable mid-epoch like every
+    :class:`~mmembed.data.sampling.EpochBatchSampler`.
 
     Args:
         groups: the group key of every item (items with equal keys form a group).
         cap: items of one group per epoch.
+        batch_size: items per batch (the last one may be smaller).
+        shuffle: a fresh choice and order every epoch; False keeps each group's first ``cap``
+            items in index order (``overfit_batches``: the same batches every epoch).
         seed: with the epoch (``set_epoch``, called by Lightning), seeds the choice and order.
     """
 
-    def __init__(self, groups: Sequence[Hashable], cap: int, seed: int = 0):
+    def __init__(
+        self,
+        groups: Sequence[Hashable],
+        cap: int,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(shuffle=shuffle, seed=seed)
         if cap < 1:
             raise ValueError(f"the cap on items per group must be at least 1, got {cap}")
         members: dict[Hashable, list[int]] = defaultdict(list)
@@ -37,37 +48,28 @@ class GroupCappedSampler(torch.utils.data.Sampler[int]):
             members[key].append(index)
         self.members = list(members.values())
         self.cap = cap
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.batch_size = batch_size
 
     @property
     def num_groups(self) -> int:
         return len(self.members)
 
-    def _epoch_indices(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        chosen = []
-        for members in self.members:
-            order = torch.randperm(len(members), generator=generator)[: self.cap]
-            chosen += [members[i] for i in order.tolist()]
-        return [chosen[i] for i in torch.randperm(len(chosen), generator=generator).tolist()]
+    @property
+    def num_items(self) -> int:
+        """Items an epoch (all ranks)."""
+        return sum(min(len(members), self.cap) for members in self.members)
 
-    def __iter__(self) -> Iterator[int]:
-        indices = self._epoch_indices()
-        rank, world = rank_and_world()
-        if world == 1:
-            return iter(indices)
-        per_rank = math.ceil(len(indices) / world)
-        padded = [indices[i % len(indices)] for i in range(per_rank * world)]
-        return iter(padded[rank::world])
-
-    def __len__(self) -> int:
-        total = sum(min(len(members), self.cap) for members in self.members)
-        _, world = rank_and_world()
-        return math.ceil(total / world)
+    def epoch_batches(self, generator: torch.Generator) -> list[list[int]]:
+        if not self.shuffle:
+            chosen = sorted(index for members in self.members for index in members[: self.cap])
+        else:
+            chosen = []
+            for members in self.members:
+                order = torch.randperm(len(members), generator=generator)[: self.cap]
+                chosen += [members[i] for i in order.tolist()]
+            chosen = [chosen[i] for i in torch.randperm(len(chosen), generator=generator).tolist()]
+        size = self.batch_size
+        return [chosen[i : i + size] for i in range(0, len(chosen), size)]
 
 
 def average_hash(path, size: int = 8) -> int:

@@ -319,20 +319,17 @@ class SpeechDataModule(TaskDataModule):
     def text_items(self, split: str) -> list[tuple[str, str]]:
         return [(u.where, u.transcript) for u in self.dataset(split).utterances]
 
-    def loader(self, split: str) -> torch.utils.data.DataLoader:
-        # Batches of similar duration; the sampler shards them across ranks itself.
-        dataset = self.dataset(split)
-        sampler = DurationBucketBatchSampler(
+    def batch_sampler(
+        self, split: str, dataset: SpeechDataset, shuffle: bool
+    ) -> DurationBucketBatchSampler:
+        # Batches of similar duration in every split; the sampler shards them across ranks.
+        return DurationBucketBatchSampler(
             dataset.durations(),
             self.max_batch_duration,
             max_batch_size=self.max_batch_size,
-            shuffle=split == "train",
+            shuffle=shuffle,
             seed=self.seed,
         )
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collate_speech,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+
+    def collate_fn(self, split: str):
+        return collate_speech

@@ -111,10 +111,14 @@ def test_smoothed_metric_is_the_mean_of_the_last_validations():
                 )
             )
 
-    fit(tiny_task(), [smoothed, Record()], 3)
+    # listed after a reader of the monitored value, as an experiment's defaults may put it
+    reader = L.pytorch.callbacks.EarlyStopping("val/video_top1_smoothed", mode="max", patience=9)
+    fit(tiny_task(), [reader, smoothed, Record()], 3)
     raw = [value for value, _ in values]
     expected = [raw[0], (raw[0] + raw[1]) / 2, (raw[1] + raw[2]) / 2]
     assert [value for _, value in values] == pytest.approx(expected)
+    # early stopping saw each validation's own average (it ran after the smoothing)
+    assert float(reader.best_score) == pytest.approx(max(expected))
     restored = SmoothedMetric("val/video_top1", window=2)
     restored.load_state_dict(smoothed.state_dict())
     assert list(restored.history) == pytest.approx(raw[1:])

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from mmembed.data import sampling
 from mmembed.data.audio_augment import AudioAugment
-from mmembed.data.group_sampler import GroupCappedSampler
+from mmembed.data.group_sampler import GroupCappedBatchSampler
 from mmembed.data.image_transforms import eval_transform, train_transform
 from mmembed.data.video import VideoTransform
 
@@ -114,18 +115,31 @@ def test_video_jitter_is_the_same_for_every_frame_and_off_in_evaluation():
 
 def test_group_cap_limits_each_group_per_epoch_and_varies_the_choice():
     groups = ["big"] * 20 + ["small"] * 2 + ["single"]
-    sampler = GroupCappedSampler(groups, cap=3, seed=0)
+    sampler = GroupCappedBatchSampler(groups, cap=3, batch_size=4, seed=0)
     epochs = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
-        indices = list(sampler)
-        assert len(indices) == len(sampler) == 3 + 2 + 1
+        batches = list(sampler)
+        assert [len(batch) for batch in batches] == [4, 2] and len(sampler) == 2
+        indices = [i for batch in batches for i in batch]
         assert sum(groups[i] == "big" for i in indices) == 3
         assert {groups[i] for i in indices} == {"big", "small", "single"}
         epochs.append(sorted(i for i in indices if groups[i] == "big"))
     assert len({tuple(e) for e in epochs}) > 1
     with pytest.raises(ValueError, match="at least 1"):
-        GroupCappedSampler(groups, cap=0)
+        GroupCappedBatchSampler(groups, cap=0, batch_size=4)
+
+
+def test_group_capped_batches_shard_across_ranks_and_resume_mid_epoch(monkeypatch):
+    groups = [index % 5 for index in range(40)]
+    monkeypatch.setattr(sampling, "rank_and_world", lambda: (1, 2))
+    sampler = GroupCappedBatchSampler(groups, cap=4, batch_size=3, seed=7)
+    sampler.set_epoch(2)
+    epoch = list(sampler)
+    assert len(epoch) == 4  # 20 items in 7 batches, padded to 8, half of them on rank 1
+    resumed = GroupCappedBatchSampler(groups, cap=4, batch_size=3, seed=7)
+    resumed.resume(epoch=2, batches_done=1)
+    assert list(resumed) == epoch[1:]
 
 
 def test_caption_items_of_one_caption_are_capped_per_epoch(tmp_path):
@@ -147,8 +161,8 @@ def test_caption_items_of_one_caption_are_capped_per_epoch(tmp_path):
             json.dumps({"images": images, "annotations": annotations})
         )
     data = CocoCaptionDataModule(tmp_path, batch_size=2, image_size=8, max_per_group=2)
-    sampler = data.train_sampler(data.dataset("train"))
-    indices = list(sampler)
+    sampler = data.batch_sampler("train", data.dataset("train"), shuffle=True)
+    indices = [index for batch in sampler for index in batch]
     captions = [data.dataset("train").images[data.dataset("train").items[i][0]].references[0]
                 for i in indices]  # fmt: skip
     assert sorted(captions) == ["a blue star", "a red heart", "a red heart"]

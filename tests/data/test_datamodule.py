@@ -1,6 +1,9 @@
 """The data-module contract every loader shares, and the corpus-folder contract every
 generator follows."""
 
+import os
+import signal
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -51,6 +54,54 @@ def test_training_loader_shuffles_and_shards_evaluation_loaders_do_not(monkeypat
         shares.append(values(Numbers(batch_size=5).train_dataloader()))
     assert sorted(shares[0] + shares[1]) == list(range(10))
     assert len(shares[0]) == len(shares[1]) == 5
+
+
+class SignalledNumbers(Numbers):
+    """Each item sends its loading process the preemption warning SLURM sends a whole task."""
+
+    def build_dataset(self, split):
+        return SignalledItems()
+
+
+class SignalledItems(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return torch.tensor(index)
+
+
+def test_loader_workers_survive_the_preemption_warning():
+    data = SignalledNumbers(batch_size=2, num_workers=1)
+    batches = [batch for batch in data.loader("validation")]
+    assert torch.cat(batches).tolist() == [0, 1, 2, 3]
+
+
+def test_training_batches_draw_their_randomness_from_their_own_seed():
+    """The same batch loads the same random draws whatever the global RNG did before."""
+
+    class Noisy(Numbers):
+        def build_dataset(self, split):
+            return Jitter()
+
+    def epoch(data):
+        return [batch for batch in data.train_dataloader()]
+
+    torch.manual_seed(1)
+    first = epoch(Noisy(batch_size=4, seed=3))
+    torch.manual_seed(2)
+    second = epoch(Noisy(batch_size=4, seed=3))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not torch.equal(first[0], epoch(Noisy(batch_size=4, seed=4))[0])
+
+
+class Jitter(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return index + torch.rand(())
 
 
 def test_bad_batch_sizes_are_named():

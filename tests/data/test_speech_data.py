@@ -9,6 +9,7 @@ import soundfile
 import torch
 
 from helpers.bad_files import latin1_text
+from mmembed.data import sampling
 from mmembed.data.manifest import ManifestError, read_manifest
 from mmembed.data.sampling import DurationBucketBatchSampler
 from mmembed.data.skips import SkippedItem
@@ -142,9 +143,7 @@ def test_bucket_sampler_shards_batches_equally_across_ranks(monkeypatch):
     everything = list(sampler)  # 4 batches of <= 3
     shards = []
     for rank in range(3):
-        monkeypatch.setattr(
-            DurationBucketBatchSampler, "_rank_and_world", staticmethod(lambda rank=rank: (rank, 3))
-        )
+        monkeypatch.setattr(sampling, "rank_and_world", lambda rank=rank: (rank, 3))
         shards.append(list(sampler))
     assert {len(s) for s in shards} == {math.ceil(len(everything) / 3)}
     assert {tuple(b) for s in shards for b in s} == {tuple(b) for b in everything}
@@ -234,15 +233,20 @@ def test_dataset_without_tokenizer_says_so(tmp_path):
         dataset[0]
 
 
-def test_training_sampler_only_under_ddp(monkeypatch):
-    import mmembed.data.sampling as sampling
-
-    dataset = list(range(10))
-    assert sampling.training_sampler(dataset) is None
+def test_bucket_sampler_resumes_mid_epoch_at_the_next_batch_of_its_shard(monkeypatch):
+    durations = [0.5 + (i * 37 % 23) / 10 for i in range(60)]
     monkeypatch.setattr(sampling, "rank_and_world", lambda: (1, 2))
-    sampler = sampling.training_sampler(dataset, seed=3)
-    assert isinstance(sampler, torch.utils.data.DistributedSampler)
-    assert sampler.rank == 1 and sampler.num_replicas == 2 and len(list(sampler)) == 5
+    sampler = DurationBucketBatchSampler(durations, max_batch_duration=6.0, bucket_size=16, seed=5)
+    sampler.set_epoch(3)
+    epoch = list(sampler)
+    resumed = DurationBucketBatchSampler(durations, max_batch_duration=6.0, bucket_size=16, seed=5)
+    resumed.resume(epoch=3, batches_done=2)
+    assert list(resumed) == epoch[2:]
+    assert len(resumed) == len(epoch), "Lightning counts the skipped batches of the epoch too"
+    assert list(resumed) == epoch, "the skip applies to the resumed epoch only"
+    resumed.resume(epoch=3, batches_done=2)
+    resumed.set_epoch(4)
+    assert len(list(resumed)) == len(resumed), "a new epoch starts from its first batch"
 
 
 def test_a_manifest_that_is_not_utf8_fails_naming_file_and_line(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.run_control import assert_resumes_exactly
 from helpers.runs import TINY_CAPTIONER, tiny_caption_corpus
 from mmembed import SharedEmbedding
 from mmembed.data.coco import CaptionSample, collate_captions, load_coco_captions
@@ -284,6 +285,21 @@ def test_bad_checkpoint_in_config_fails_clearly(compose_train, tmp_path: Path) -
     )
     with pytest.raises(Exception, match=r"missing\.pth does not exist"):
         hydra.utils.instantiate(cfg.task.encoder)
+
+
+@pytest.mark.slow
+def test_a_stopped_caption_run_resumes_exactly_from_its_run_folder(
+    compose_train, tiny_corpus, tmp_path
+) -> None:
+    """Caption checkpoints hold plain data only (they load with weights_only=True) and resume
+    mid-epoch with the augmentation draws (crops, jitter, erasing) and the group-capped choice
+    of items of the uninterrupted run, its smoothed metric's history included."""
+    overrides = ["experiment=caption_default", f"data.data_dir={tiny_corpus}", *TINY_CAPTIONER,
+                 "data.batch_size=4", "trainer.max_epochs=2", "trainer.limit_val_batches=1",
+                 "data.max_per_group=2", "data.erasing_p=0.5", "callbacks=[default,smoothed]",
+                 "callbacks.smoothed.metric=val/loss", "monitor.metric=val/loss_smoothed",
+                 "monitor.mode=min"]  # fmt: skip
+    assert_resumes_exactly(compose_train, overrides, tmp_path, stop_step=1)
 
 
 def test_fast_dev_run_of_the_caption_experiment(compose_train, tiny_corpus, tmp_path) -> None:

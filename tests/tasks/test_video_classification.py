@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.run_control import assert_resumes_exactly
 from helpers.runs import tiny_video_corpus, video_overrides
 from mmembed import SharedEmbedding
 from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
@@ -251,6 +252,17 @@ def test_confusion_matrix_png(tmp_path):
 
 
 # --- the training app ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_stopped_video_run_resumes_exactly_from_its_run_folder(compose_train, corpus, tmp_path):
+    """Random clip starts, crops, colour jitter, greyscale and erasing included: they draw from
+    each batch's own seed."""
+    overrides = video_overrides(
+        corpus, "trainer.max_epochs=2", "trainer.limit_val_batches=1", "data.color_jitter=0.5",
+        "data.grayscale_p=0.5", "data.erasing_p=0.5",
+    )  # fmt: skip
+    assert_resumes_exactly(compose_train, overrides, tmp_path, stop_step=1)
 
 
 def test_fast_dev_run_of_the_video_experiment(compose_train, corpus, tmp_path):
