@@ -372,8 +372,9 @@ class SharedEmbedding(nn.Module):
             return table
         return self.projection(table)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Score hidden states (..., output_dim) against every projected row: (..., V).
+    def logits(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Score hidden states (..., output_dim) against every projected row: (..., V), or
+        against ``rows`` only (ids, (..., len(rows)); a task reading part of a shared table).
 
         For weight-tied decoders and CTC heads. Equal to ``hidden @ projected_table().T`` and
         differentiable into E and W; computed as ``(hidden @ W) @ E.T + hidden @ b`` when that
@@ -384,12 +385,15 @@ class SharedEmbedding(nn.Module):
                 f"hidden states have width {hidden.shape[-1]}, the layer outputs {self.output_dim}"
             )
         if self.projection is None or self.max_norm is not None:
-            return hidden @ self.projected_table().t()
+            table = self.projected_table()
+            return hidden @ (table if rows is None else table[rows]).t()
         w, b = self.projection.weight, self.projection.bias
         h = hidden @ w
-        scores = h @ self.float_table().t()
+        table = self.float_table()
+        scores = h @ (table if rows is None else table[rows]).t()
         if self.lora_rank:  # never the merged V x D table: (h @ s B.T) @ A.T
-            scores = scores + (h @ (self.lora_scale * self.lora_b.t())) @ self.lora_a.t()
+            lora_a = self.lora_a if rows is None else self.lora_a[rows]
+            scores = scores + (h @ (self.lora_scale * self.lora_b.t())) @ lora_a.t()
         if b is not None:
             scores = scores + (hidden @ b).unsqueeze(-1)
         return scores

@@ -131,7 +131,7 @@ def build_tokenizer(cfg: DictConfig, datamodule: Any, ckpt_path: str | None) -> 
     one without communicating."""
     source = ckpt_path
     if not source and cfg.get("init_from") and cfg.get("init_from_tokenizer"):
-        source = resolve_checkpoint(cfg.init_from)
+        source = resolve_checkpoint(init_sources(cfg)[0]["path"])
     if source:
         checkpoint = load_checkpoint(source)
         if "tokenizer" not in checkpoint:
@@ -140,17 +140,41 @@ def build_tokenizer(cfg: DictConfig, datamodule: Any, ckpt_path: str | None) -> 
     return hydra.utils.instantiate(cfg.tokenizer)(datamodule.training_texts())
 
 
+def init_sources(cfg: DictConfig) -> list[dict[str, Any]]:
+    """``init_from`` as a list of ``{path, prefixes, skip}``: one checkpoint (a path, with
+    ``init_from_skip``), or several, each with its own prefix map and skips (parts of a new
+    model from several runs)."""
+    sources = cfg.get("init_from")
+    if not sources:
+        return []
+    if isinstance(sources, str):
+        return [{"path": sources, "skip": list(cfg.get("init_from_skip") or ())}]
+    sources = OmegaConf.to_container(sources, resolve=True)
+    for index, source in enumerate(sources):
+        unknown = set(source) - {"path", "prefixes", "skip"} if isinstance(source, dict) else {0}
+        if unknown or "path" not in source:
+            raise ConfigError(
+                f"init_from[{index}] must be a mapping with a path and optional prefixes and "
+                f"skip, got {source!r}"
+            )
+    return sources
+
+
 def initialize_from(cfg: DictConfig, task: Any, ckpt_path: str | None) -> None:
-    """``init_from``: another run's weights (not its optimizer, schedule or step) for a new
+    """``init_from``: other runs' weights (not their optimizer, schedule or step) for a new
     run; a resumed run (``ckpt_path``, or its run folder's ``last.ckpt``) restores its own
     instead."""
-    if not cfg.get("init_from"):
+    sources = init_sources(cfg)
+    if not sources:
         return
     if ckpt_path:
         log.warning("resuming from %s, so init_from=%s is not used", ckpt_path, cfg.init_from)
         return
-    report = init_from(task, cfg.init_from, skip=list(cfg.get("init_from_skip") or ()))
-    log.info("%s", report.summary())
+    for source in sources:
+        report = init_from(
+            task, source["path"], skip=source.get("skip") or (), prefixes=source.get("prefixes")
+        )
+        log.info("%s", report.summary())
 
 
 def instantiate_dict(section: DictConfig | None) -> list[Any]:

@@ -1,11 +1,18 @@
 """Initialising a new run from another run's weights (``init_from``), as NeMo's
 ``init_from_nemo_model`` does: weights only, never the optimizer, schedule or step.
 
-The shared token table is matched row by row by token string, so a run with another
-vocabulary (a tokenizer trained on new data) keeps every row whose token both runs know; rows of
-new tokens keep the fresh initialisation the table was built with. Every other tensor must
+The shared token table is matched row by row by token string (a space and the subword word
+marker ``▁`` count as one token), so a run with another vocabulary (a tokenizer trained on new
+data) keeps every row whose token both runs know; rows of new tokens keep the fresh
+initialisation the table was built with. Every other tensor must
 match by name and shape, or be listed in ``skip`` (name prefixes): one error names all that do
 not, instead of a partial load that silently trains half a model from scratch.
+
+A ``prefixes`` map takes parts of a checkpoint into another architecture: each source name
+prefix is renamed to a target prefix (``{"encoder": "speech.encoder"}`` puts the speech encoder
+of a recogniser into the multimodal model's speech part). Then only the mapped tensors are
+copied, every model tensor under a target prefix must be found among them, and the rest of the
+model keeps its initial values (counted in the report).
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
+from mmembed.text.tokenizers import WORD_MARKER, Tokenizer, load_tokenizer_dict
 
-__all__ = ["InitReport", "init_from", "load_init_checkpoint", "resolve_checkpoint"]
+__all__ = ["InitReport", "init_from", "load_init_checkpoint", "rename_prefix", "resolve_checkpoint"]
 
 
 class InitFromError(ValueError):
@@ -37,6 +44,7 @@ class InitReport:
     rows_matched: int = 0
     new_tokens: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    unmapped: int = 0
 
     def summary(self) -> str:
         lines = [
@@ -47,6 +55,8 @@ class InitReport:
         ]
         if self.skipped:
             lines.append(f"  left at their initial values (init_from_skip): {self.skipped}")
+        if self.unmapped:
+            lines.append(f"  {self.unmapped} tensors outside the prefix map left as they were")
         return "\n".join(lines)
 
 
@@ -100,6 +110,7 @@ def init_from(
     table: nn.Parameter | None = None,
     tokenizer: Tokenizer | None = None,
     skip: Sequence[str] = (),
+    prefixes: Mapping[str, str] | None = None,
 ) -> InitReport:
     """Copy the weights of the checkpoint at ``path`` into ``model``.
 
@@ -111,6 +122,8 @@ def init_from(
         tokenizer: the new model's tokenizer (default ``model.tokenizer``).
         skip: name prefixes to leave at their initial values (e.g. a classifier head trained
             on other classes).
+        prefixes: source -> target name prefixes (``""`` is the whole model), to take parts
+            of a checkpoint into another architecture; None: every tensor under its own name.
 
     Raises:
         InitFromError: names every tensor that is missing from the checkpoint or has another
@@ -119,6 +132,8 @@ def init_from(
     source, checkpoint = load_init_checkpoint(path)
     report = InitReport(str(source))
     state = checkpoint["state_dict"]
+    if prefixes is not None:
+        state = _renamed(state, prefixes)
     table = model.embedding.weight if table is None else table
     tokenizer = model.tokenizer if tokenizer is None else tokenizer
     table_names = _table_names(model, table)
@@ -129,7 +144,12 @@ def init_from(
 
     problems, updates = [], {}
     for name, value in target.items():
-        if skipped(name):
+        outside = prefixes is not None and all(
+            rename_prefix(name, prefix, prefix) is None for prefix in prefixes.values()
+        )
+        if outside:
+            report.unmapped += 1
+        elif skipped(name):
             report.skipped.append(name)
         elif name not in state:
             problems.append(f"{name} (missing from the checkpoint)")
@@ -165,15 +185,49 @@ def init_from(
     return report
 
 
+def rename_prefix(name: str, old: str, new: str) -> str | None:
+    """``name`` with its leading ``old`` components replaced by ``new`` (``"encoder.conv.weight"``
+    with ``encoder`` -> ``speech.encoder``: ``"speech.encoder.conv.weight"``), or None when it
+    does not start with them. Prefixes are whole components; ``""`` prefixes every name."""
+    if old and name != old and not name.startswith(old + "."):
+        return None
+    rest = name[len(old) :].lstrip(".")
+    return ".".join(part for part in (new, rest) if part)
+
+
+def _renamed(state: Mapping[str, torch.Tensor], prefixes: Mapping[str, str]) -> dict:
+    """The tensors of ``state`` under a source prefix, renamed to their target (the longest
+    matching source prefix wins)."""
+    ordered = sorted(prefixes.items(), key=lambda item: len(item[0]), reverse=True)
+    renamed = {}
+    for name, value in state.items():
+        for old, new in ordered:
+            target = rename_prefix(name, old, new)
+            if target is not None:
+                renamed[target] = value
+                break
+    return renamed
+
+
 def _match_rows(old_table: torch.Tensor, old: Tokenizer, new: Tokenizer, report: InitReport):
     new_ids, old_ids = [], []
     for token_id in range(new.vocab_size):
         token = new.id_to_token(token_id)
-        old_id = old.token_to_id(token)
-        if old.id_to_token(old_id) == token and old_id < old_table.shape[0]:
+        old_id = _find_token(old, token)
+        if old_id is not None and old_id < old_table.shape[0]:
             new_ids.append(token_id)
             old_ids.append(old_id)
         else:
             report.new_tokens.append(token)
     report.rows_matched = len(new_ids)
     return {"new": torch.tensor(new_ids, dtype=torch.long), "values": old_table[old_ids]}
+
+
+def _find_token(tokenizer: Tokenizer, token: str) -> int | None:
+    """The id of ``token`` in ``tokenizer``, or None. A space and the subword word marker
+    ``▁`` are the same token (a character vocabulary's space row serves a BPE one's ``▁``)."""
+    for spelling in (token, token.replace(WORD_MARKER, " "), token.replace(" ", WORD_MARKER)):
+        token_id = tokenizer.token_to_id(spelling)
+        if tokenizer.id_to_token(token_id) == spelling:
+            return token_id
+    return None

@@ -1,4 +1,5 @@
-"""2-D projections (PCA, t-SNE) of an embedding table, saved as PNG files.
+"""2-D projections (PCA, t-SNE) of an embedding table, or of the embeddings of several
+modalities in one shared space, saved as PNG files.
 
 Plots are drawn on a bare Agg canvas rather than through pyplot, so calling this never
 switches the caller's matplotlib backend or leaks open figures.
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["plot_embedding_projections"]
+__all__ = ["plot_embedding_projections", "plot_shared_space"]
 
 log = logging.getLogger(__name__)
 
@@ -212,3 +213,65 @@ def plot_embedding_projections(
         )
         paths[method] = path
     return paths
+
+
+def plot_shared_space(
+    groups: Mapping[str, torch.Tensor | np.ndarray],
+    path: str | Path,
+    *,
+    method: str = "pca",
+    max_points_per_group: int = 300,
+    seed: int = 0,
+    title: str | None = None,
+    perplexity: float | None = None,
+) -> Path:
+    """Project the embeddings of several groups (modalities: ``{"audio": (N, D), "text": ...}``)
+    together to 2-D and save one scatter PNG, a colour per group.
+
+    All groups are projected jointly, so distances between groups mean something: a shared
+    space whose modalities sit in separate clusters is not aligned yet. Each group is
+    subsampled (seeded) to ``max_points_per_group`` rows.
+    """
+    (name,) = _check_methods(method)
+    if not groups:
+        raise ValueError("no groups to plot")
+    rng = np.random.default_rng(seed)
+    arrays, names = [], []
+    for group, table in groups.items():
+        if isinstance(table, torch.Tensor):
+            table = table.detach().to("cpu", torch.float64).numpy()
+        data = np.asarray(table, dtype=np.float64)
+        if data.ndim != 2 or not len(data):
+            raise ValueError(f"group {group!r} must be a non-empty (rows, dim) table")
+        if len(data) > max_points_per_group:
+            data = data[np.sort(rng.choice(len(data), max_points_per_group, replace=False))]
+        arrays.append(data)
+        names.append(group)
+    widths = {array.shape[1] for array in arrays}
+    if len(widths) > 1:
+        raise ValueError(f"groups differ in width {sorted(widths)}; they must share one space")
+    stacked = _as_array(np.concatenate(arrays))
+    effective = _effective_perplexity(perplexity, len(stacked)) if name == "tsne" else 0.0
+    coords, xlabel, ylabel = _project(stacked, name, seed, effective)
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 7), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    start = 0
+    for group, array in zip(names, arrays, strict=True):
+        part = coords[start : start + len(array)]
+        ax.scatter(part[:, 0], part[:, 1], s=10, alpha=0.7, linewidths=0, label=group)
+        start += len(array)
+    heading = f"{'PCA' if name == 'pca' else 't-SNE'} of {len(stacked)} embeddings"
+    ax.set_title(f"{title}: {heading}" if title else heading)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(markerscale=2, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

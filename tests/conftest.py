@@ -96,3 +96,70 @@ def compose_train(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+# --- the multimodal task's tiny corpora -------------------------------------------------------
+
+# A multimodal model small enough for seconds-long CPU runs; the same code paths as the default.
+TINY_MULTIMODAL = [
+    "corpus=none",
+    "tokenizer.vocab_size=90",
+    "data.num_workers=0",
+    "data.captions.image_size=32",
+    "data.captions.batch_size=8",
+    "data.video.size=32",
+    "data.video.frames_per_clip=4",
+    "data.video.batch_size=4",
+    "task.width=32",
+    "task.embedding.embedding_dim=16",
+    "task.speech.encoder.d_model=32",
+    "task.speech.encoder.num_layers=1",
+    "task.speech.encoder.num_heads=2",
+    "task.speech.encoder.ffn_dim=64",
+    "task.speech.encoder.n_mels=40",
+    "task.speech.encoder.subsampling_channels=8",
+    "task.captions.decoder.num_layers=1",
+    "task.captions.decoder.num_heads=2",
+    "task.captions.decoder.ffn_dim=64",
+    "task.captions.encoder.channels=[8,16,32]",
+    "task.captions.grid_images=4",
+    "task.video.encoder.channels=[8,16,32]",
+    "task.text_encoder.num_heads=2",
+    "task.text_encoder.ffn_dim=64",
+]
+
+
+def multimodal_overrides(corpora, *extra):
+    """``mmembed-train`` overrides of experiment=multimodal_default on the tiny corpora."""
+    return [
+        "experiment=multimodal_default",
+        *(f"data.{part}.data_dir={corpora[part]}" for part in ("speech", "captions", "video")),
+        f"data.spoken.data_dir={corpora['spoken']}",
+        *TINY_MULTIMODAL,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def multimodal_corpora(tmp_path_factory):
+    """Tiny speech, caption, video and spoken-caption corpora: part -> folder."""
+    from mmembed.datagen.captions import build_caption_corpus
+    from mmembed.datagen.speech import build_speech_corpus
+    from mmembed.datagen.spoken_captions import build_spoken_caption_corpus
+    from mmembed.datagen.video import build_video_corpus
+
+    root = tmp_path_factory.mktemp("multimodal")
+    # with the out-of-domain test sets of the default corpora (test_slow, test_espeak,
+    # test_unseen, test_ood), which the data configs read
+    speech = build_speech_corpus(root / "speech", num_train=6, num_validation=3, num_test=3,
+                                 voices=("slt", "rms"), jobs=2)  # fmt: skip
+    captions = build_caption_corpus(root / "captions", max_emoji=12, image_size=32,
+                                    eval_fractions=(0.25, 0.25))  # fmt: skip
+    video = build_video_corpus(root / "video", videos_per_class=6, num_frames=8, size=32,
+                               classes=["moving left", "growing", "standing still"],
+                               ood_test_videos_per_class=1)  # fmt: skip
+    spoken = build_spoken_caption_corpus(
+        root / "spoken", captions_dir=captions, video_dir=video, voices=("slt", "rms"),
+        label_readings=1, jobs=2,
+    )  # fmt: skip
+    return {"speech": speech, "captions": captions, "video": video, "spoken": spoken}

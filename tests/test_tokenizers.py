@@ -4,13 +4,22 @@ import pytest
 
 from mmembed.text import (
     BPETokenizer,
+    CharacterView,
     CharTokenizer,
     load_tokenizer,
     load_tokenizer_dict,
     normalize_text,
     train_tokenizer,
 )
-from mmembed.text.tokenizers import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from mmembed.text.tokenizers import (
+    BLANK_ID,
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    WORD_MARKER,
+)
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -80,3 +89,26 @@ def test_errors_name_the_problem(tmp_path):
         load_tokenizer(bad)
     with pytest.raises(ValueError, match="distinct single characters"):
         CharTokenizer(["a", "a"])
+
+
+def test_character_view_spells_text_with_the_subword_vocabularys_characters():
+    bpe = train_tokenizer(["the cat sat on the mat", "a hat"], kind="bpe", vocab_size=40)
+    view = CharacterView(bpe)
+    ids = view.encode("The  hat!")
+    assert [view.id_to_token(i) for i in ids] == ["t", "h", "e", WORD_MARKER, "h", "a", "t"]
+    assert view.decode(ids) == "the hat"
+    # its own ids: the specials, then one per character of the base vocabulary, each with the
+    # base id (the table row) of that character
+    alphabet = sorted(set("the cat sat on the mat a hat") - {" "}) + [WORD_MARKER]
+    assert view.vocab_size == len(SPECIAL_TOKENS) + len(alphabet) < bpe.vocab_size
+    assert {bpe.id_to_token(row) for row in view.rows[len(SPECIAL_TOKENS):]} == set(alphabet)
+    assert [view.rows[i] for i in ids] == [bpe.token_to_id(t) for t in "the"] + [
+        bpe.token_to_id(WORD_MARKER)] + [bpe.token_to_id(t) for t in "hat"]  # fmt: skip
+    assert view.encode("q") == [UNK_ID]  # a character the vocabulary never saw
+    assert view.token_to_id(WORD_MARKER) == view.token_to_id(" ") == ids[3]
+    assert load_tokenizer_dict(view.to_dict()).encode("the hat") == ids
+    # of a character tokenizer it is the same tokenizer
+    chars = train_tokenizer(["the hat"], kind="char")
+    same = CharacterView(chars)
+    assert same.encode("the hat") == chars.encode("the hat")
+    assert same.rows == list(range(chars.vocab_size))

@@ -271,3 +271,15 @@ def test_two_process_ddp_on_cpu(speech_corpus, tmp_path):
 def test_train_config_is_valid_yaml_with_defaults():
     cfg = OmegaConf.load(CONF / "train.yaml")
     assert cfg.defaults[0] == "_self_"
+
+
+def test_init_from_takes_one_checkpoint_or_a_list_of_parts():
+    from mmembed.train import init_sources
+
+    one = OmegaConf.create({"init_from": "logs/asr_default", "init_from_skip": ["head"]})
+    assert init_sources(one) == [{"path": "logs/asr_default", "skip": ["head"]}]
+    parts = [{"path": "a.ckpt", "prefixes": {"encoder": "speech.encoder"}}, {"path": "b.ckpt"}]
+    assert init_sources(OmegaConf.create({"init_from": parts})) == parts
+    assert init_sources(OmegaConf.create({"init_from": None})) == []
+    with pytest.raises(ConfigError, match=r"init_from\[0\] must be a mapping with a path"):
+        init_sources(OmegaConf.create({"init_from": [{"prefix": {"a": "b"}}]}))

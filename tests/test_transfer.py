@@ -9,14 +9,14 @@ from mmembed import SharedEmbedding
 from mmembed.models.video import build_video_encoder
 from mmembed.tasks.video_classification import VideoClassification
 from mmembed.text import train_tokenizer
-from mmembed.transfer import InitFromError, init_from, resolve_checkpoint
+from mmembed.transfer import InitFromError, init_from, rename_prefix, resolve_checkpoint
 
 
-def video_task(class_names, head="text", seed=0):
+def video_task(class_names, head="text", seed=0, **tokenizer):
     torch.manual_seed(seed)
     return VideoClassification(
         build_video_encoder("video_small", 16, channels=(8,)),
-        tokenizer=train_tokenizer(class_names, kind="char"),
+        tokenizer=train_tokenizer(class_names, **{"kind": "char", **tokenizer}),
         embedding=functools.partial(SharedEmbedding, embedding_dim=8),
         width=16,
         head=head,
@@ -81,3 +81,45 @@ def test_an_unreadable_checkpoint_is_named(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(InitFromError, match="cannot read .*bad.ckpt"):
         init_from(video_task(["a", "b"]), bad)
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "expected"),
+    [
+        ("encoder.conv.weight", "encoder", "speech.encoder", "speech.encoder.conv.weight"),
+        ("encoder", "encoder", "speech.encoder", "speech.encoder"),
+        ("encoder_extra.weight", "encoder", "speech.encoder", None),  # whole components only
+        ("embedding.weight", "", "speech", "speech.embedding.weight"),  # "" is everything
+        ("speech.encoder.w", "speech", "", "encoder.w"),  # a part taken out of a model
+    ],
+)
+def test_rename_prefix(name, old, new, expected):
+    assert rename_prefix(name, old, new) == expected
+
+
+def test_a_prefix_map_copies_one_part_into_another_architecture(tmp_path):
+    source = video_task(["moving left", "growing"], seed=1)
+    checkpoint = save_checkpoint(source, tmp_path / "source.ckpt")
+    holder = torch.nn.Module()  # a model holding the video task as one part
+    holder.video = video_task(["moving left", "growing"], seed=2)
+    holder.other = torch.nn.Linear(3, 3)
+    other_before = holder.other.weight.detach().clone()
+    part = holder.video
+    report = init_from(holder, checkpoint, table=part.embedding.weight, tokenizer=part.tokenizer,
+                       prefixes={"": "video"})  # fmt: skip
+    for name, value in source.state_dict().items():
+        assert torch.equal(holder.video.state_dict()[name], value), name
+    assert torch.equal(holder.other.weight, other_before)
+    assert report.unmapped == 2  # other.weight and other.bias
+    assert "outside the prefix map" in report.summary()
+
+
+def test_a_space_row_serves_the_subword_word_marker(tmp_path):
+    source = video_task(["moving left", "growing"], seed=1)  # characters: " " is a token
+    checkpoint = save_checkpoint(source, tmp_path / "source.ckpt")
+    target = video_task(["moving left", "growing"], seed=2, kind="bpe", vocab_size=30)
+    report = init_from(target, checkpoint)
+    assert "\u2581" not in report.new_tokens
+    marker = target.tokenizer.token_to_id("\u2581")
+    space = source.tokenizer.token_to_id(" ")
+    assert torch.equal(target.embedding.weight[marker], source.embedding.weight[space])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmembed.visualize import _select_rows, plot_embedding_projections
+from mmembed.visualize import _select_rows, plot_embedding_projections, plot_shared_space
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "visualize_embedding.py"
@@ -143,3 +143,19 @@ def test_script_glove_words(tmp_path: Path, script, capsys: pytest.CaptureFixtur
     out = tmp_path / "glove"
     paths = script.main(["--glove-words", *words, "--num-context", "30", "--out", str(out)])
     assert_valid_png(paths["pca"]) and assert_valid_png(paths["tsne"])
+
+
+def test_shared_space_plots_every_group_in_one_projection(tmp_path: Path) -> None:
+    groups = {
+        "audio": torch.randn(40, 16),
+        "image": np.random.default_rng(0).normal(size=(2, 16)),  # a group may be tiny
+        "text": torch.randn(500, 16),
+    }
+    for method in ("pca", "tsne"):
+        path = plot_shared_space(groups, tmp_path / f"{method}.png", method=method,
+                                 max_points_per_group=100)  # fmt: skip
+        assert_valid_png(path)
+    with pytest.raises(ValueError, match="share one space"):
+        plot_shared_space({"a": torch.randn(5, 4), "b": torch.randn(5, 3)}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="group 'b' must be a non-empty"):
+        plot_shared_space({"a": torch.randn(5, 4), "b": torch.empty(0, 4)}, tmp_path / "x.png")

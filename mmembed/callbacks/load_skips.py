@@ -5,7 +5,6 @@ from __future__ import annotations
 import lightning as L
 import torch.distributed as dist
 
-from mmembed.data.datamodule import TaskDataModule
 from mmembed.data.skips import LoadSkipWarning, SkippedItem, warn_skipped
 
 
@@ -31,7 +30,8 @@ class LoadSkipsReport(L.Callback):
 
     def _report(self, trainer: L.Trainer) -> None:
         datamodule = getattr(trainer, "datamodule", None)
-        if not isinstance(datamodule, TaskDataModule):
+        # a TaskDataModule, or one made of them (the multimodal data: "<part>/<split>")
+        if not hasattr(datamodule, "take_unreported_skips"):
             return
         new = datamodule.take_unreported_skips()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

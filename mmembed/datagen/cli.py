@@ -1,4 +1,4 @@
-"""`mmembed-data`: build the offline example corpora (speech, captions, video)."""
+"""`mmembed-data`: build the offline example corpora (speech, captions, video, spoken captions)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ GENERATORS = {
     "speech": "mmembed.datagen.speech",
     "captions": "mmembed.datagen.captions",
     "video": "mmembed.datagen.video",
+    "spoken_captions": "mmembed.datagen.spoken_captions",
 }
 DEFAULT_OUT_ROOT = Path("data/generated")
 

@@ -167,11 +167,11 @@ def build_speech_corpus(
         held_out_sentences=held_out_sentences,
     )
     extra_voices = [voice for test in spec["extra_tests"].values() for voice in test["voices"]]
-    _check_voices(list(dict.fromkeys([*spec["voices"], *extra_voices])))
+    check_voices(list(dict.fromkeys([*spec["voices"], *extra_voices])))
     utterances = _plan_from_spec(spec)
     names = _set_names(spec)
     with corpus_folder.staging(Path(out_dir), __name__) as staging:
-        durations = _synthesise_all(utterances, names, staging, sample_rate, jobs)
+        durations = synthesise_all(utterances, names, staging, sample_rate, jobs)
         _write_manifests(staging, names, utterances, durations)
         _write_corpus_info(staging, spec, names, utterances, durations)
     return Path(out_dir)
@@ -272,12 +272,7 @@ def _plan_utterance(
     repeat, position = divmod(index, len(sentences))
     voices = condition.voices
     voice = voices[(position + repeat) % len(voices)]
-    # Rounded so the value passed to the synthesiser and recorded in the manifest is the same.
-    stretch = round(float(rng.uniform(*condition.stretch)), 2)
-    pitch_factor = float(rng.uniform(*PITCH_FACTOR_RANGE))
-    natural_f0 = NATURAL_F0_HZ.get(voice)
-    f0_mean = round(natural_f0 * pitch_factor) if natural_f0 else None
-    pitch = round(ESPEAK_PITCH * pitch_factor) if is_espeak_voice(voice) else None
+    stretch, f0_mean, pitch = draw_reading(voice, rng, condition.stretch)
     # Drawn after the draws every corpus makes, so they leave those unchanged.
     noise_snr = round(float(rng.uniform(*condition.noise_snr)), 1) if condition.noise_snr else None
     rt60 = round(float(rng.uniform(*condition.reverb_rt60)), 2) if condition.reverb_rt60 else None
@@ -295,6 +290,22 @@ def _plan_utterance(
         reverb_rt60=rt60,
         effects_seed=effects_seed,
     )
+
+
+def draw_reading(
+    voice: str,
+    rng: np.random.Generator,
+    stretch_range: tuple[float, float] = DURATION_STRETCH_RANGE,
+) -> tuple[float, int | None, int | None]:
+    """A random speed (``duration_stretch``), mean F0 (Hz; flite voices that follow the target)
+    and espeak-ng pitch (espeak voices) for one utterance of ``voice``: ``Utterance`` fields."""
+    # Rounded so the value passed to the synthesiser and recorded in the manifest is the same.
+    stretch = round(float(rng.uniform(*stretch_range)), 2)
+    pitch_factor = float(rng.uniform(*PITCH_FACTOR_RANGE))
+    natural_f0 = NATURAL_F0_HZ.get(voice)
+    f0_mean = round(natural_f0 * pitch_factor) if natural_f0 else None
+    pitch = round(ESPEAK_PITCH * pitch_factor) if is_espeak_voice(voice) else None
+    return stretch, f0_mean, pitch
 
 
 # --- spec ------------------------------------------------------------------------------------
@@ -426,7 +437,8 @@ def _plan_from_spec(spec: Mapping[str, Any]) -> list[Utterance]:
 # --- synthesis -------------------------------------------------------------------------------
 
 
-def _check_voices(voices: Sequence[str]) -> None:
+def check_voices(voices: Sequence[str]) -> None:
+    """Fail naming the problem unless every one of ``voices`` (flite or espeak-ng) is there."""
     flite = [voice for voice in voices if not is_espeak_voice(voice)]
     espeak = [voice for voice in voices if is_espeak_voice(voice)]
     if flite:
@@ -483,9 +495,11 @@ def _espeak_listing(option: str, *columns: int) -> list[set[str]]:
     return [{row[column] for row in rows if len(row) > column} for column in columns]
 
 
-def _synthesise_all(
+def synthesise_all(
     utterances: Sequence[Utterance], names: Sequence[str], root: Path, sample_rate: int, jobs: int
 ) -> list[float]:
+    """Write every utterance under ``root/audio/<set>/`` (a folder per set in ``names``,
+    ``jobs`` synthesiser processes); their durations (s)."""
     for name in names:
         (root / "audio" / name).mkdir(parents=True)
     # Threads suffice: the work is in synthesiser subprocesses, which run in parallel outside
@@ -561,21 +575,26 @@ def _write_manifests(
 ) -> None:
     lines: dict[str, list[str]] = {name: [] for name in names}
     for utterance, duration in zip(utterances, durations, strict=True):
-        entry = {
-            "audio_filepath": utterance.audio_path,
-            "text": utterance.text,
-            "duration": duration,
-            "voice": utterance.voice,
-            "duration_stretch": utterance.duration_stretch,
-            "f0_mean": utterance.f0_mean,
-        }
-        # Only utterances that have them carry these, so the default sets keep their format.
-        for key in ("pitch", "noise_snr", "reverb_rt60"):
-            if getattr(utterance, key) is not None:
-                entry[key] = getattr(utterance, key)
-        lines[utterance.split].append(json.dumps(entry) + "\n")
+        lines[utterance.split].append(json.dumps(manifest_entry(utterance, duration)) + "\n")
     for name in names:
         (root / f"{name}.jsonl").write_text("".join(lines[name]))
+
+
+def manifest_entry(utterance: Utterance, duration: float) -> dict[str, Any]:
+    """The NeMo manifest line of a synthesised utterance, with how it was read."""
+    entry = {
+        "audio_filepath": utterance.audio_path,
+        "text": utterance.text,
+        "duration": duration,
+        "voice": utterance.voice,
+        "duration_stretch": utterance.duration_stretch,
+        "f0_mean": utterance.f0_mean,
+    }
+    # Only utterances that have them carry these, so the default sets keep their format.
+    for key in ("pitch", "noise_snr", "reverb_rt60"):
+        if getattr(utterance, key) is not None:
+            entry[key] = getattr(utterance, key)
+    return entry
 
 
 def _write_corpus_info(
@@ -610,14 +629,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train", type=int, default=4000, help="training utterances")
     parser.add_argument("--num-validation", type=int, default=200, help="validation utterances")
     parser.add_argument("--num-test", type=int, default=200, help="test utterances")
-    parser.add_argument(
-        "--voices",
-        nargs="+",
-        default=list(DEFAULT_VOICES),
-        help=f"flite voices (see flite -lv) and/or {ESPEAK_PREFIX}<voice>[+<variant>] "
-        "(see espeak-ng --voices=en)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="picks sentences, voices, speeds")
+    add_reading_arguments(parser, seed_help="picks sentences, voices, speeds")
     parser.add_argument(
         "--extra-tests",
         type=json.loads,
@@ -637,6 +649,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="sentences never trained on (default: test + validation)",
     )
+
+
+def add_reading_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options of every synthesised speech corpus: voices, seed, jobs, sample rate, --force."""
+    parser.add_argument(
+        "--voices",
+        nargs="+",
+        default=list(DEFAULT_VOICES),
+        help=f"flite voices (see flite -lv) and/or {ESPEAK_PREFIX}<voice>[+<variant>] "
+        "(see espeak-ng --voices=en)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--jobs", type=int, default=2, help="parallel synthesiser processes")
     parser.add_argument("--sample-rate", type=int, default=16000, help="output rate (Hz)")
     parser.add_argument(

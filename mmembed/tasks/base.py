@@ -1,14 +1,19 @@
 """What every task over the shared token table does, in one place: it owns the tokenizer and
 the :class:`~mmembed.SharedEmbedding` sized by its vocabulary, builds the optimizer and schedule
 from config partials, saves its plain hyper-parameters and keeps the tokenizer in checkpoints.
-Tasks subclass it (a LightningModule) and add their model parts and steps."""
+Tasks subclass it (a LightningModule) and add their model parts and steps.
+
+A task can also be *composed into* another (the multimodal task holds the three single tasks
+as parts, all over its one table): :meth:`TokenTableTask.compose_into` makes the part log through
+its host under ``<split>/<part>/<metric>``, read its own share of the host's data module and
+take its test splits from the host, so its steps and metrics run unchanged."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Required, TypedDict
+from typing import Any, ClassVar, Required, TypedDict
 
 import lightning as L
 import torch
@@ -43,6 +48,9 @@ def default_optimizer(params) -> torch.optim.Optimizer:
 class TokenTableTask(L.LightningModule):
     """Base of the mmembed tasks.
 
+    Subclasses whose constructors take more objects than the shared ones (modules, factories)
+    name them in ``object_arguments``, so they stay out of ``hparams``.
+
     Args:
         tokenizer: text tokenizer; its vocabulary sizes the shared table, and it is saved in
             every checkpoint (ids only mean something with their tokenizer).
@@ -57,6 +65,8 @@ class TokenTableTask(L.LightningModule):
         scheduler_interval: ``"step"`` or ``"epoch"``.
     """
 
+    object_arguments: ClassVar[tuple[str, ...]] = ()
+
     def __init__(
         self,
         tokenizer: Tokenizer,
@@ -68,7 +78,9 @@ class TokenTableTask(L.LightningModule):
     ):
         super().__init__()
         # Collects the subclass's constructor arguments too (Lightning walks the init frames).
-        self.save_hyperparameters(ignore=list(_OBJECT_ARGUMENTS), logger=False)
+        self.save_hyperparameters(
+            ignore=[*_OBJECT_ARGUMENTS, *self.object_arguments], logger=False
+        )
         for name, value in self.hparams.items():
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 self.hparams[name] = dataclasses.asdict(value)
@@ -84,6 +96,32 @@ class TokenTableTask(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         # submodule name -> learning-rate multiplier (set by mmembed.callbacks.FreezeSchedule)
         self.lr_factors: dict[str, float] = {}
+        self.part_name: str | None = None
+        object.__setattr__(self, "_host", None)  # a reference, not a submodule
+
+    # --- composition into another task -------------------------------------------------------
+
+    def compose_into(self, host: TokenTableTask, part_name: str) -> None:
+        """Make this task a part of ``host`` (which must hold it as an attribute, so that
+        Lightning hands it the trainer): it logs through the host as
+        ``<split>/<part_name>/<metric>``, reads ``host``'s data module part ``part_name``
+        (:meth:`task_datamodule`) and its test splits (:meth:`test_split_names`)."""
+        object.__setattr__(self, "_host", host)
+        self.part_name = part_name
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        if self._host is None:
+            return super().log(name, value, *args, **kwargs)
+        split, _, metric = name.partition("/")
+        return self._host.log(f"{split}/{self.part_name}/{metric}", value, *args, **kwargs)
+
+    def task_datamodule(self) -> Any:
+        """The data module this task reads: the trainer's, or for a composed task its part of
+        the host's (``datamodule.parts[part_name]``); None outside a trainer."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self._host is not None and datamodule is not None:
+            return datamodule.parts[self.part_name]
+        return datamodule
 
     def configure_optimizers(self):
         return configure_optimizers(
@@ -104,7 +142,10 @@ class TokenTableTask(L.LightningModule):
     def test_split_names(self) -> list[str]:
         """The name of every test loader, in order: the data module's ``test_split_names``
         (e.g. ``["test", "test_unseen"]``), ``test_<i>`` for any beyond them. Metrics of each
-        are logged under its name (``test_unseen/cer``)."""
+        are logged under its name (``test_unseen/cer``). A composed task gets its part's test
+        sets from the host."""
+        if self._host is not None:
+            return self._host.part_test_splits(self.part_name)
         count = len(self.trainer.num_test_batches)
         names = list(getattr(self.trainer.datamodule, "test_split_names", None) or ["test"])
         names += [f"test_{index}" for index in range(len(names), count)]

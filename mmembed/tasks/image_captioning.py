@@ -83,7 +83,7 @@ class ImageCaptioning(TokenTableTask):
 
     def setup(self, stage: str) -> None:
         if self.image_normalization is None:
-            datamodule = getattr(self.trainer, "datamodule", None)
+            datamodule = self.task_datamodule()
             self.image_normalization = getattr(datamodule, "image_normalization", None)
 
     # --- model -----------------------------------------------------------------------------
@@ -172,11 +172,17 @@ class ImageCaptioning(TokenTableTask):
         return loss
 
     def _evaluate(
-        self, batch: dict[str, Any], split: str, beam: int, num_batches: int | float
+        self,
+        batch: dict[str, Any],
+        split: str,
+        beam: int,
+        num_batches: int | float,
+        memory: torch.Tensor | None = None,
     ) -> None:
+        """Loss, captions and metrics of one batch; ``memory``: the images already encoded."""
         if is_empty(batch):
             return
-        memory = self(batch["images"])
+        memory = self(batch["images"]) if memory is None else memory
         loss = self.teacher_forcing_loss(batch, memory)
         hypotheses = [
             self.tokenizer.decode(hyp.tokens)

@@ -182,10 +182,15 @@ class SpeechRecognition(TokenTableTask):
                 self.log(f"train/{name}_loss", parts[name], batch_size=size)
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
+    def _evaluate(
+        self, batch: dict[str, Any], batch_idx: int, split: str, encoded: tuple | None = None
+    ) -> None:
+        """Loss, transcripts and metrics of one batch; ``encoded``: its :meth:`_encode` output,
+        when the caller has it already."""
         if is_empty(batch):
             return
-        encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
+        if encoded is None:
+            encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
         loss, _ = self._losses(batch, *encoded)
         hypotheses = self._decode(*encoded)
         references = batch["texts"]

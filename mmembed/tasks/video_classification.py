@@ -51,7 +51,12 @@ class VideoClassification(TokenTableTask):
         confusion_matrix_dir: where the video-level confusion-matrix PNGs go
             (``val_epoch_NNN.png`` every validation, ``test.png``); None = ``<run
             folder>/confusion_matrices`` (the trainer's ``default_root_dir``).
+        label_encoder: the module embedding the class names (texts -> unit-norm (N, width)),
+            e.g. a text encoder shared with other tasks; None = a
+            :class:`~mmembed.models.text_encoder.LabelTextEncoder` over the table.
     """
+
+    object_arguments = ("label_encoder",)
 
     def __init__(
         self,
@@ -63,6 +68,7 @@ class VideoClassification(TokenTableTask):
         label_smoothing: float = 0.0,
         class_weights: str | None = None,
         confusion_matrix_dir: str | None = None,
+        label_encoder: nn.Module | None = None,
         **shared: Unpack[TokenTableArgs],
     ):
         super().__init__(**shared)
@@ -70,7 +76,9 @@ class VideoClassification(TokenTableTask):
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.encoder = encoder
         self.head = head
-        self.label_encoder = LabelTextEncoder(self.tokenizer, self.embedding, text_projection)
+        if label_encoder is None:
+            label_encoder = LabelTextEncoder(self.tokenizer, self.embedding, text_projection)
+        self.label_encoder = label_encoder
         self.cosine_head = ScaledCosineLogits(learnable=learn_temperature)
         self.linear_head: nn.Linear | None = None
         self.label_smoothing = label_smoothing
@@ -126,7 +134,7 @@ class VideoClassification(TokenTableTask):
 
     def setup(self, stage: str) -> None:
         if not self.class_names:
-            datamodule = getattr(self.trainer, "datamodule", None)
+            datamodule = self.task_datamodule()
             names = getattr(datamodule, "class_names", None)
             if not names:
                 raise ValueError(
@@ -135,7 +143,7 @@ class VideoClassification(TokenTableTask):
                 )
             self.set_class_names(names)
         if self.class_weights == "balanced" and stage == "fit":
-            counts = torch.tensor(self.trainer.datamodule.class_counts, dtype=torch.float32)
+            counts = torch.tensor(self.task_datamodule().class_counts, dtype=torch.float32)
             self.loss_weights = balanced_weights(counts).to(self.device)
             rounded = [round(w, 3) for w in self.loss_weights.tolist()]
             log.info("class weights (balanced): %s", rounded)
@@ -162,10 +170,19 @@ class VideoClassification(TokenTableTask):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) over the training classes for clips (B, 3, T, H, W)."""
-        embeddings = self.encoder(clips)
+        return self.classify(self.encoder(clips))
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of clip embeddings (B, width) from the encoder."""
         if self.head == "linear":
             return self.linear_head(embeddings)
         return self.cosine_head(embeddings, self.label_embeddings(self.class_names))
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of training logits, class-weighted and label-smoothed as configured."""
+        return F.cross_entropy(
+            logits.float(), labels, weight=self.loss_weights, label_smoothing=self.label_smoothing
+        )
 
     # --- Lightning hooks ---------------------------------------------------------------------
 
@@ -174,9 +191,7 @@ class VideoClassification(TokenTableTask):
             return self.nothing_to_learn()
         clips, labels = batch["clips"], batch["labels"]
         logits = self(clips)
-        loss = F.cross_entropy(
-            logits.float(), labels, weight=self.loss_weights, label_smoothing=self.label_smoothing
-        )
+        loss = self.training_loss(logits, labels)
         size = labels.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/top1", (logits.argmax(-1) == labels).float().mean(), batch_size=size)
@@ -184,12 +199,17 @@ class VideoClassification(TokenTableTask):
             self.log("train/logit_scale", self.cosine_head.scale, batch_size=size)
         return loss
 
-    def _evaluate(self, batch: dict[str, Any], split: str) -> None:
+    def _evaluate(
+        self, batch: dict[str, Any], split: str, embeddings: torch.Tensor | None = None
+    ) -> None:
+        """Loss and metrics of one batch; ``embeddings``: its clips (B * K) already encoded."""
         if is_empty(batch):
             return
         clips, labels = batch["clips"], batch["labels"]  # clips (B, K, 3, T, H, W)
         batch_size, num_clips = clips.shape[:2]
-        clip_logits = self(clips.flatten(0, 1)).float()
+        if embeddings is None:
+            embeddings = self.encoder(clips.flatten(0, 1))
+        clip_logits = self.classify(embeddings).float()
         clip_labels = labels.repeat_interleave(num_clips)
         loss = F.cross_entropy(clip_logits, clip_labels)
         video_scores = video_level_scores(clip_logits.view(batch_size, num_clips, -1))

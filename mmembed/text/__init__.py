@@ -2,6 +2,7 @@
 
 from mmembed.text.tokenizers import (
     BPETokenizer,
+    CharacterView,
     CharTokenizer,
     Tokenizer,
     load_tokenizer,
@@ -13,6 +14,7 @@ from mmembed.text.tokenizers import (
 __all__ = [
     "BPETokenizer",
     "CharTokenizer",
+    "CharacterView",
     "Tokenizer",
     "load_tokenizer",
     "load_tokenizer_dict",

@@ -29,6 +29,8 @@ from mmembed.artifacts import write_atomically
 SPECIAL_TOKENS = ("<blank>", "<unk>", "<s>", "</s>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 BLANK_ID = PAD_ID
+# the word-start marker of the BPE vocabularies (HF ``Metaspace``); a token of its own
+WORD_MARKER = "\u2581"
 
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 _SPACES = re.compile(r"\s+")
@@ -198,6 +200,59 @@ class BPETokenizer(_SpecialIds):
         return _write_json(path, self.to_dict())
 
 
+class CharacterView(_SpecialIds):
+    """The characters of another tokenizer's vocabulary, as a tokenizer of their own.
+
+    Every character a BPE tokenizer was trained on is a token of its vocabulary (its alphabet),
+    and so is the word marker ``▁``; this view encodes text one character at a time (a space is
+    ``▁``) into ids of its own: the four special ids, then the characters. ``rows[i]`` is the
+    base vocabulary's id of token ``i``, the row of a table indexed by the base tokenizer, so a
+    model can train character targets (CTC) and subword inputs on one vocabulary and one table
+    (:class:`~mmembed.models.table_rows.TableRows`), as the multimodal task does. Characters
+    outside the alphabet encode as ``<unk>``. Of a character tokenizer it is an identical copy.
+    """
+
+    kind = "char_view"
+
+    def __init__(self, base: CharTokenizer | BPETokenizer):
+        if isinstance(base, CharacterView):
+            base = base.base
+        self.base = base
+        first = len(SPECIAL_TOKENS)
+        tokens = [base.id_to_token(i) for i in range(first, base.vocab_size)]
+        characters = sorted(t for t in tokens if len(t) == 1)
+        self.rows = list(range(first)) + [base.token_to_id(ch) for ch in characters]
+        # the base's space (a character vocabulary) or word marker (a subword one) is " "
+        self._alphabet = [" " if ch == WORD_MARKER else ch for ch in characters]
+        self._ids = {ch: first + i for i, ch in enumerate(self._alphabet)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.rows)
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids.get(ch, UNK_ID) for ch in normalize_text(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        first = len(SPECIAL_TOKENS)
+        kept = (i for i in map(int, ids) if first <= i < len(self.rows))
+        return _SPACES.sub(" ", "".join(self._alphabet[i - first] for i in kept)).strip()
+
+    def id_to_token(self, token_id: int) -> str:
+        return self.base.id_to_token(self.rows[token_id])
+
+    def token_to_id(self, token: str) -> int:
+        if token in SPECIAL_TOKENS:
+            return SPECIAL_TOKENS.index(token)
+        return self._ids.get(" " if token == WORD_MARKER else token, UNK_ID)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "base": self.base.to_dict()}
+
+    def save(self, path: str | PathLike) -> Path:
+        return _write_json(path, self.to_dict())
+
+
 def train_tokenizer(
     texts: Iterable[str], kind: Literal["char", "bpe"] = "char", vocab_size: int = 256
 ) -> Tokenizer:
@@ -226,7 +281,11 @@ def load_tokenizer_dict(data: dict, source: str = "<dict>") -> Tokenizer:
         return CharTokenizer(data["alphabet"])
     if kind == "bpe":
         return BPETokenizer(HFTokenizer.from_str(json.dumps(data["hf_tokenizer"])))
-    raise ValueError(f"{source}: unknown tokenizer kind {kind!r}; expected 'char' or 'bpe'")
+    if kind == "char_view":
+        return CharacterView(load_tokenizer_dict(data["base"], source))
+    raise ValueError(
+        f"{source}: unknown tokenizer kind {kind!r}; expected 'char', 'bpe' or 'char_view'"
+    )
 
 
 def _write_json(path: str | PathLike, data: dict) -> Path:

@@ -21,8 +21,10 @@ NORMALIZE = {
 
 
 def corpus_spec(cfg) -> tuple[str, dict]:
-    """The generator module and the normalised spec of a composed ``corpus`` node."""
-    corpus = OmegaConf.to_container(cfg.corpus, resolve=True)
+    """The generator module and the normalised spec of a composed ``corpus`` node (``cfg`` a
+    whole config, or the node itself)."""
+    node = cfg.corpus if "corpus" in cfg else cfg
+    corpus = OmegaConf.to_container(node, resolve=True)
     module = corpus.pop("_target_").rsplit(".", 1)[0]
     normalize, ignored = NORMALIZE[module]
     corpus.pop("out_dir")
@@ -33,24 +35,40 @@ def test_every_data_option_has_its_corpus():
     assert {path.stem for path in (CONF / "corpus").glob("*.yaml")} == {*DATA_OPTIONS, "none"}
 
 
-@pytest.mark.parametrize("option", DATA_OPTIONS)
-def test_the_corpus_step_builds_what_the_data_module_reads(compose_train, tmp_path, option):
-    cfg = compose_train([f"data={option}"])
-    assert cfg.corpus.out_dir == cfg.data.data_dir == str(tmp_path / "data/generated" / option)
-    module, spec = corpus_spec(cfg)
-    # every extra test set the data module reads is one the corpus writes
+def assert_reads_only_what_is_written(corpus, data, option) -> None:
+    """Every extra test set the data module (node ``data``) reads is one the corpus (node
+    ``corpus``) writes, in the folder it reads."""
+    assert corpus.out_dir == data.data_dir
+    module, spec = corpus_spec(corpus)
     if module.endswith("speech"):
         written = {f"{name}.jsonl" for name in spec["extra_tests"]}
-        read = set((cfg.data.extra_test_manifests or {}).values())
+        read = set((data.extra_test_manifests or {}).values())
     elif module.endswith("captions"):
         written = {"test_unseen.json"} | (
             {"test_heldout.json"} if spec["heldout_categories"] else set()
         )
-        read = set((cfg.data.extra_test_files or {}).values())
+        read = set((data.extra_test_files or {}).values())
     else:
         written = {"test_ood.csv"} if spec["ood_test_videos_per_class"] else set()
-        read = set((cfg.data.extra_test_splits or {}).values())
+        read = set((data.extra_test_splits or {}).values())
     assert read <= written, (option, read, written)
+
+
+@pytest.mark.parametrize("option", [option for option in DATA_OPTIONS if option != "multimodal"])
+def test_the_corpus_step_builds_what_the_data_module_reads(compose_train, tmp_path, option):
+    cfg = compose_train([f"data={option}"])
+    assert cfg.data.data_dir == str(tmp_path / "data/generated" / option)
+    assert_reads_only_what_is_written(cfg.corpus, cfg.data, option)
+
+
+def test_the_multimodal_corpus_step_builds_what_every_part_reads(compose_train, tmp_path):
+    cfg = compose_train(["experiment=multimodal_default"])
+    for part in ("speech", "captions", "video"):
+        assert_reads_only_what_is_written(cfg.corpus[part], cfg.data[part], part)
+    assert cfg.corpus.out_dir == cfg.data.spoken.data_dir == cfg.data.spoken_labels.data_dir
+    # the spoken captions have no extra test sets of their own
+    for part in ("spoken", "spoken_labels"):
+        assert not cfg.data[part].extra_test_manifests
 
 
 @pytest.mark.parametrize(

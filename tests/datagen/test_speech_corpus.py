@@ -358,7 +358,7 @@ def test_failed_build_leaves_no_corpus(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(speech, "_synthesise_all", interrupted)
+    monkeypatch.setattr(speech, "synthesise_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         speech.build_speech_corpus(tmp_path / "corpus", num_train=1, num_validation=1, num_test=1)
     assert list(tmp_path.iterdir()) == []
