@@ -13,6 +13,7 @@ import soundfile
 import torch
 import torchaudio
 
+from mmembed.data.audio_io import load_audio
 from mmembed.data.datamodule import TaskDataModule
 from mmembed.data.manifest import ManifestEntry, read_manifest
 from mmembed.data.sampling import DurationBucketBatchSampler
@@ -94,18 +95,6 @@ def _problem(
             f"duration out of range ({real_duration:.2f} s not in [{min_duration}, {max_duration}])"
         )
     return None
-
-
-def load_audio(path: Path, sample_rate: int) -> torch.Tensor:
-    """Mono float waveform at ``sample_rate`` (channels averaged, resampled if needed)."""
-    try:
-        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:
-        raise RuntimeError(f"{path}: cannot read audio ({err})") from err
-    waveform = torch.from_numpy(samples).mean(dim=1)
-    if file_rate != sample_rate:
-        waveform = torchaudio.functional.resample(waveform, file_rate, sample_rate)
-    return waveform
 
 
 class SpeechDataset(torch.utils.data.Dataset):

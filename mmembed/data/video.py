@@ -17,8 +17,6 @@ from os import PathLike
 from pathlib import Path
 
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from mmembed.data.datamodule import TaskDataModule
 from mmembed.data.skips import SkippedItem, SkippedItemsWarning, warn_skipped
@@ -33,13 +31,10 @@ from mmembed.data.video_annotations import (
     scan_class_folders,
 )
 from mmembed.data.video_clips import ClipSampling
-from mmembed.data.video_io import VideoInfo, VideoReadError, decode_frames, probe_video
+from mmembed.data.video_io import VideoInfo, VideoReadError, decode_clips, probe_video
+from mmembed.data.video_transforms import KINETICS_MEAN, KINETICS_STD, VideoTransform
 
 log = logging.getLogger(__name__)
-
-# torchvision's video-classification references (Kinetics-400 statistics).
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 DEFAULT_SPLITS = {
     "csv": {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"},
@@ -101,40 +96,6 @@ def index_videos(
     if skipped is not None:
         skipped.extend(left_out)
     return kept
-
-
-class VideoTransform:
-    """uint8 frames (..., T, C, H, W) -> normalised float clips (..., C, T, H, W).
-
-    Training: random resized crop (one crop for all frames of a clip) and an optional
-    horizontal flip, off by default because a flip turns "moving left" into "moving right".
-    Evaluation: resize the short side, then centre crop.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        train: bool,
-        crop_scale: tuple[float, float] = (0.8, 1.0),
-        horizontal_flip_p: float = 0.0,
-        mean: Sequence[float] = KINETICS_MEAN,
-        std: Sequence[float] = KINETICS_STD,
-    ):
-        if train:
-            steps = [v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True)]
-            if horizontal_flip_p > 0:
-                steps.append(v2.RandomHorizontalFlip(horizontal_flip_p))
-        else:
-            steps = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        self.transform = v2.Compose(steps)
-
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        clip = self.transform(tv_tensors.Video(frames))
-        return clip.as_subclass(torch.Tensor).movedim(-4, -3).contiguous()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.transform})"
 
 
 class VideoClassificationDataset(torch.utils.data.Dataset):
@@ -202,11 +163,7 @@ class VideoClassificationDataset(torch.utils.data.Dataset):
         raise VideoReadError(f"none of the {len(self.videos)} videos could be decoded")
 
     def _load(self, video_index: int) -> tuple[torch.Tensor, int, int]:
-        clips = self.clip_indices(video_index)
-        unique = sorted({i for clip in clips for i in clip})
-        decoded = decode_frames(self.videos[video_index].path, unique)
-        position = {frame: row for row, frame in enumerate(unique)}
-        frames = torch.stack([decoded[[position[i] for i in clip]] for clip in clips])
+        frames = decode_clips(self.videos[video_index].path, self.clip_indices(video_index))
         # Without a transform the layout is still (..., C, T, H, W), as uint8.
         frames = self.transform(frames) if self.transform else frames.movedim(-4, -3)
         clip = frames[0] if self.train else frames

@@ -37,25 +37,35 @@ class LabelTextEncoder(nn.Module):
         """Padded ids (N, L) and a mask of real tokens (N, L); cached per list of texts."""
         key = tuple(texts)
         if key not in self._token_cache:
-            if not key:
-                raise ValueError("need at least one text")
-            encoded = [self.tokenizer.encode(text) for text in key]
-            empty = [text for text, ids in zip(key, encoded, strict=True) if not ids]
-            if empty:
-                raise ValueError(f"texts with no tokens after normalisation: {empty}")
-            length = max(len(ids) for ids in encoded)
-            ids = torch.full((len(key), length), self.tokenizer.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(key), length), dtype=torch.bool)
-            for row, tokens in enumerate(encoded):
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = True
-            self._token_cache[key] = (ids, mask)
+            self._token_cache[key] = tokenize_texts(self.tokenizer, key)
         ids, mask = self._token_cache[key]
         return ids.to(device), mask.to(device)
 
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        ids, mask = self.tokenize(texts, self.embedding.weight.device)
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings (N, width) of tokenised texts (:meth:`tokenize`): the exported
+        label graph."""
         tokens = self.embedding(ids)  # (N, L, width)
         weights = mask.to(tokens.dtype).unsqueeze(-1)
         pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1)
         return F.normalize(self.projection(pooled), dim=-1)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.embed(*self.tokenize(texts, self.embedding.weight.device))
+
+
+def tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded ids (N, L) and a mask of real tokens (N, L) of ``texts``; a text with no tokens
+    after normalisation is an error naming it."""
+    if not texts:
+        raise ValueError("need at least one text")
+    encoded = [tokenizer.encode(text) for text in texts]
+    empty = [text for text, ids in zip(texts, encoded, strict=True) if not ids]
+    if empty:
+        raise ValueError(f"texts with no tokens after normalisation: {empty}")
+    length = max(len(ids) for ids in encoded)
+    ids = torch.full((len(texts), length), tokenizer.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(texts), length), dtype=torch.bool)
+    for row, tokens in enumerate(encoded):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = True
+    return ids, mask

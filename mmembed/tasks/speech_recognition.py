@@ -17,7 +17,8 @@ from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from mmembed.embedding import SharedEmbedding
-from mmembed.models.decoding import CTCBeamDecoder, SpeechDecoding, beam_search, ctc_greedy
+from mmembed.models.decoding import CTCBeamDecoder, SpeechDecoding, ctc_greedy
+from mmembed.models.decoding.cached import cached_beam_search
 from mmembed.models.decoding.options import as_options
 from mmembed.models.heads import TiedLogits
 from mmembed.models.text_decoder import TransformerTextDecoder
@@ -83,13 +84,13 @@ class SpeechRecognition(TokenTableTask):
         self, waveforms: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """CTC log-probabilities (B, T, V) over the shared vocabulary, and frame lengths."""
-        _, frame_lengths, log_probs = self._encode(waveforms, lengths)
+        _, frame_lengths, log_probs = self.encode(waveforms, lengths)
         return log_probs, frame_lengths
 
     def _ctc_log_probs(self, frames: torch.Tensor) -> torch.Tensor:
         return self.ctc_head(frames).float().log_softmax(dim=-1)
 
-    def _encode(self, waveforms: torch.Tensor, lengths: torch.Tensor):
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor):
         """Frames, frame lengths and CTC log-probabilities: one encoder pass that the losses
         and the decoders share."""
         frames, frame_lengths = self.encoder(waveforms, lengths)
@@ -139,7 +140,7 @@ class SpeechRecognition(TokenTableTask):
     # --- decoding --------------------------------------------------------------------------
 
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        return self._decode(*self._encode(waveforms, lengths))
+        return self._decode(*self.encode(waveforms, lengths))
 
     def _decode(self, frames, frame_lengths, log_probs) -> list[str]:
         method = self.decoding.method
@@ -155,27 +156,36 @@ class SpeechRecognition(TokenTableTask):
 
     def _attention_decode(self, frames, frame_lengths) -> list[list[int]]:
         memory_mask = _padding_mask(frame_lengths, frames.shape[1])
+        # one token per step over the key/value caches, as the exported decoder-step graph runs
+        memory_cache = self.decoder.memory_cache(frames)
 
-        def step(prefixes: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-            logits = self.decoder(prefixes, frames[owners], memory_padding_mask=memory_mask[owners])
-            return logits[:, -1].float().log_softmax(dim=-1)
+        def step(tokens: torch.Tensor, cache: torch.Tensor, owners: torch.Tensor):
+            return self.decoder.step(tokens, cache, memory_cache, owners, memory_mask)
 
-        hypotheses = beam_search(
+        hypotheses = cached_beam_search(
             step,
+            lambda rows: self.decoder.empty_cache(rows, frames),
             frames.shape[0],
             self.tokenizer.bos_id,
             self.tokenizer.eos_id,
-            beam_size=self.decoding.beam_size,
-            max_length=min(self.decoding.max_length, self.decoder.max_length),
-            length_penalty=self.decoding.length_penalty,
             device=frames.device,
+            **self.attention_search_options(),
         )
         return [hyp.tokens for hyp in hypotheses]
+
+    def attention_search_options(self) -> dict[str, Any]:
+        """The beam-search settings of ``decoding.method="attention"`` (exported with the
+        model)."""
+        return {
+            "beam_size": self.decoding.beam_size,
+            "max_length": min(self.decoding.max_length, self.decoder.max_length),
+            "length_penalty": self.decoding.length_penalty,
+        }
 
     # --- Lightning hooks -------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
+        encoded = self.encode(batch["waveforms"], batch["waveform_lengths"])
         loss, parts = self._losses(batch, *encoded)
         size = len(batch["texts"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -185,7 +195,7 @@ class SpeechRecognition(TokenTableTask):
         return loss
 
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
-        encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
+        encoded = self.encode(batch["waveforms"], batch["waveform_lengths"])
         loss, _ = self._losses(batch, *encoded)
         hypotheses = self._decode(*encoded)
         references = batch["texts"]

@@ -1,0 +1,82 @@
+"""Helpers of the inference tests: trained tiny runs (real mmembed-train runs, seconds long)
+and a fresh Python process without the training stack."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from conftest import compose_train_config
+
+# The training stack a serving process must never import.
+TRAINING_MODULES = ("lightning", "pytorch_lightning", "lightning_fabric", "hydra", "omegaconf")
+
+# A sitecustomize-style prelude for subprocesses: importing any training module fails, as it
+# would on a machine where they are not installed.
+_BLOCK_TRAINING_STACK = f"""
+import importlib.abc, sys
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {TRAINING_MODULES!r}:
+            raise ImportError(f"{{name}} is not installed on this serving machine")
+        return None
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def train_run(root: Path, overrides: list[str]) -> Path:
+    """Train with ``mmembed.train.run`` and leave the run folder as ``mmembed-train`` does
+    (checkpoints/, tokenizer.json, metrics.json, .hydra/config.yaml)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mmembed.train import run
+
+    run_dir = root / "run"
+    cfg = compose_train_config(root, overrides, run_dir)
+    try:
+        run(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    # Hydra saves the job's config without its own node, interpolations unresolved
+    config = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+def memorised(corpus: Path, destination: Path, train_file: str, other_files: dict) -> Path:
+    """A copy of ``corpus`` whose validation and test splits are its training split."""
+    shutil.copytree(corpus, destination)
+    for name in other_files:
+        shutil.copy(destination / train_file, destination / name)
+    return destination
+
+
+def run_serving_python(code: str, timeout: float = 300):
+    """Run ``code`` in a fresh interpreter in which the training stack cannot be imported (as
+    on a serving machine without it) and return the JSON-able value it leaves in ``result``.
+    Fails if any training module got imported anyway."""
+    script = "\n".join(
+        [
+            _BLOCK_TRAINING_STACK,
+            code,
+            "import json as _json, sys as _sys",
+            f"_training = {TRAINING_MODULES!r}",
+            "_imported = sorted(m for m in _sys.modules if m.split('.')[0] in _training)",
+            "print('RESULT ' + _json.dumps({'result': result, 'imported': _imported}))",
+        ]
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    line = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")][-1]
+    report = json.loads(line[len("RESULT ") :])
+    assert report["imported"] == [], f"the serving process imported {report['imported']}"
+    return report["result"]
