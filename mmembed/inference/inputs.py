@@ -17,15 +17,17 @@ class InputError(ValueError):
 
 def expand_inputs(specs: Iterable[str], extensions: tuple[str, ...]) -> list[str]:
     """Files as given, folders as their files with ``extensions`` (recursively, sorted), glob
-    patterns as their sorted matches. Anything that names nothing is kept as given, so that it
-    is reported (as missing) in its place instead of vanishing."""
+    patterns as their sorted matches. A spec that names no file (a missing path, an empty
+    folder, a pattern matching nothing) is kept as given, so that it is reported in its place
+    instead of vanishing."""
     expanded: list[str] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            expanded += sorted(
+            files = sorted(
                 str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions
             )
+            expanded += files or [spec]
         elif not path.exists() and glob.has_magic(spec):
             matches = sorted(glob.glob(spec, recursive=True))
             expanded += [m for m in matches if Path(m).is_file()] or [spec]

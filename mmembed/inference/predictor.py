@@ -33,9 +33,11 @@ PREDICTORS = {
     "video_classification": "mmembed.inference.video:VideoPredictor",
 }
 SELFTEST = "selftest.safetensors"
-# (rtol, atol) of the self-test per device type. ONNX Runtime on CPU stays within 2e-5 of eager
-# on every graph tested; GPUs use other kernels (TF32 matmuls, fused attention).
-SELF_TEST_TOLERANCE = {"cpu": (1e-4, 1e-4), "cuda": (2e-2, 2e-2)}
+# (rtol, atol) of the self-test. The torch program runs the eager model's own kernels (measured
+# differences below 1e-5); ONNX Runtime sums in other orders, which trained models amplify
+# (up to 6e-3 on CTC log-probabilities of about -14 measured); GPUs use other kernels again
+# (TF32 matmuls, fused attention). A swapped or damaged weight moves outputs by far more.
+SELF_TEST_TOLERANCE = {"torch": (1e-4, 1e-4), "onnx": (1e-2, 1e-2), "cuda": (2e-2, 2e-2)}
 
 
 class SelfTestError(ArtifactError):
@@ -99,7 +101,8 @@ class Predictor:
         """Run every graph on its stored sample inputs; raise :class:`SelfTestError` naming the
         graph, output and difference if any output is off."""
         samples = self.artifact.tensors(SELFTEST)
-        rtol, atol = SELF_TEST_TOLERANCE.get(self.device.type, SELF_TEST_TOLERANCE["cuda"])
+        key = "cuda" if self.device.type == "cuda" else self.runtime
+        rtol, atol = SELF_TEST_TOLERANCE.get(key, SELF_TEST_TOLERANCE["cuda"])
         for name, graph in self.graphs.items():
             spec = self.manifest["graphs"][name]
             inputs = [samples[f"{name}.input.{i}"] for i in range(len(spec["inputs"]))]

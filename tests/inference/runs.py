@@ -1,11 +1,13 @@
 """Helpers of the inference tests: trained tiny runs (real mmembed-train runs, seconds long)
 and a fresh Python process without the training stack."""
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -80,3 +82,43 @@ def run_serving_python(code: str, timeout: float = 300):
     report = json.loads(line[len("RESULT ") :])
     assert report["imported"] == [], f"the serving process imported {report['imported']}"
     return report["result"]
+
+
+def swap_program_weights(data: bytes) -> bytes:
+    """A ``torch.export.save`` archive with two same-shaped weights swapped (a graph that no
+    longer matches what it was exported from, yet loads fine)."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    config_name = next(n for n in source.namelist() if n.endswith("model_weights_config.json"))
+    config = json.loads(source.read(config_name))
+    by_shape: dict[str, list[str]] = {}
+    for name, payload in config["config"].items():
+        by_shape.setdefault(json.dumps(payload["tensor_meta"]["sizes"]), []).append(name)
+    first, second = next(names for names in by_shape.values() if len(names) >= 2)[:2]
+    entries = config["config"]
+    entries[first]["path_name"], entries[second]["path_name"] = (
+        entries[second]["path_name"],
+        entries[first]["path_name"],
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            edited = json.dumps(config).encode() if name == config_name else source.read(name)
+            target.writestr(name, edited)
+    return out.getvalue()
+
+
+def swap_onnx_initializers(data: bytes) -> bytes:
+    """An ONNX model with two same-shaped float initializers swapped."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    seen: dict[tuple, onnx.TensorProto] = {}
+    for tensor in model.graph.initializer:
+        key = (tuple(tensor.dims), tensor.data_type)
+        if len(tensor.dims) >= 1 and tensor.data_type == onnx.TensorProto.FLOAT and key in seen:
+            other = seen[key]
+            if tensor.raw_data != other.raw_data:
+                tensor.raw_data, other.raw_data = other.raw_data, tensor.raw_data
+                return model.SerializeToString()
+        seen.setdefault(key, tensor)
+    raise AssertionError("no two same-shaped initializers to swap")
