@@ -7,7 +7,6 @@ from __future__ import annotations
 from os import PathLike
 
 import numpy as np
-import soundfile
 import torch
 import torchaudio
 
@@ -37,6 +36,8 @@ def to_model_waveform(
 
 def load_audio(path: str | PathLike, sample_rate: int) -> torch.Tensor:
     """Mono float waveform at ``sample_rate`` (channels averaged, resampled if needed)."""
+    import soundfile  # only files need it (the GPU machines run arrays without it)
+
     try:
         samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for missing/corrupt files

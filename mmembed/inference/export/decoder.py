@@ -44,8 +44,9 @@ def decoder_step_graph(decoder: TransformerTextDecoder, memory_padding: bool) ->
         )
         return (*values, mask) if memory_padding else values
 
-    cache = {0: None, 1: None, 2: rows, 3: None, 4: past, 5: None}
-    memory_cache = {0: None, 1: None, 2: items, 3: None, 4: memory, 5: None}
+    static = Dim.STATIC
+    cache = {0: static, 1: static, 2: rows, 3: static, 4: past, 5: static}
+    memory_cache = {0: static, 1: static, 2: items, 3: static, 4: memory, 5: static}
     dynamic = ({0: rows}, cache, memory_cache, {0: rows})
     return GraphSpec(
         module=DecoderStep(decoder),
