@@ -20,7 +20,7 @@ from mmembed.data.image_transforms import eval_transform
 from mmembed.inference.inputs import IMAGE_EXTENSIONS, InputError
 from mmembed.inference.predictor import Predictor
 from mmembed.models.decoding import Hypothesis
-from mmembed.models.decoding.cached import cached_beam_search
+from mmembed.models.decoding.cached import cached_beam_search, empty_cache
 
 ImageInput = str | PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -88,7 +88,7 @@ class CaptionPredictor(Predictor):
         options = {**self.search, **{k: v for k, v in search.items() if v is not None}}
         # the decoder's learned positions bound any requested length
         options["max_length"] = min(options["max_length"], self.config["max_generated_tokens"])
-        layers, heads, head_dim = self.config["cache_layout"]
+        layout = tuple(self.config["cache_layout"])
         hypotheses: list[Hypothesis] = []
         size = batch_size or len(images)
         for start in range(0, len(images), size):
@@ -100,7 +100,7 @@ class CaptionPredictor(Predictor):
 
             hypotheses += cached_beam_search(
                 step,
-                lambda rows: torch.zeros((layers, 2, rows, heads, 0, head_dim), device=self.device),
+                lambda rows: empty_cache(layout, rows, self.device),
                 batch.shape[0],
                 self.tokenizer.bos_id,
                 self.tokenizer.eos_id,

@@ -36,7 +36,12 @@ from typing import Any, Protocol
 import torch
 
 import mmembed.ops.embed_project  # noqa: F401  registers mmembed::embed_project (GPU-built graphs call it)
-from mmembed.inference.artifact import Artifact, ArtifactError
+from mmembed.inference.artifact import (
+    Artifact,
+    ArtifactError,
+    device_description,
+    package_versions,
+)
 
 RUNTIMES = ("torch", "onnx", "aoti")
 
@@ -72,8 +77,6 @@ def _release(version: str | None) -> tuple[int, ...]:
 
 def check_compatible(artifact: Artifact, runtime: str, device: torch.device) -> None:
     """Refuse, naming the mismatch, a runtime that cannot run this artifact here."""
-    from mmembed.inference.artifact import package_versions
-
     manifest = artifact.manifest
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
@@ -105,8 +108,6 @@ def check_compatible(artifact: Artifact, runtime: str, device: torch.device) -> 
                 )
         if device.type != "cuda" or not torch.cuda.is_available():
             raise ArtifactError(f"{artifact.path}: runtime='aoti' needs a CUDA device")
-        from mmembed.inference.artifact import device_description
-
         arch = device_description(device)["arch"]
         if built_on.get("arch") != arch:
             raise ArtifactError(

@@ -18,8 +18,9 @@ import torch
 from mmembed.data.audio_io import AudioReadError, load_audio, to_model_waveform
 from mmembed.inference.inputs import AUDIO_EXTENSIONS, InputError
 from mmembed.inference.predictor import Predictor
-from mmembed.models.decoding import CTCBeamDecoder, SpeechDecoding, ctc_greedy
-from mmembed.models.decoding.cached import cached_beam_search
+from mmembed.models.decoding import SpeechDecoding
+from mmembed.models.decoding.cached import empty_cache
+from mmembed.models.decoding.speech import SpeechDecoder
 
 Audio = str | PathLike | np.ndarray | torch.Tensor
 
@@ -44,7 +45,10 @@ class SpeechPredictor(Predictor):
                 if decoding[key]:
                     decoding[key] = str(self.resource(decoding[key]))
         self.decoding = SpeechDecoding(**decoding)
-        self._ctc_beam: CTCBeamDecoder | None = None
+        attention = self.config["attention"]
+        self._decoder = SpeechDecoder(
+            self.tokenizer, self.decoding, attention["search"] if attention else None
+        )
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -115,38 +119,22 @@ class SpeechPredictor(Predictor):
         log_probs, frame_lengths, *memory = self.graphs["encoder"](
             batch.to(self.device), lengths.to(self.device)
         )
-        method = self.decoding.method
-        if method == "greedy":
-            token_lists = ctc_greedy(log_probs, frame_lengths, self.tokenizer.blank_id)
-        elif method == "ctc_beam":
-            if self._ctc_beam is None:
-                self._ctc_beam = CTCBeamDecoder(self.tokenizer, self.decoding)
-            token_lists = self._ctc_beam(log_probs, frame_lengths)
-        else:
-            token_lists = self._attention_decode(memory[0], frame_lengths, log_probs.shape[1])
-        return [self.tokenizer.decode(tokens) for tokens in token_lists]
-
-    def _attention_decode(
-        self, memory_cache: torch.Tensor, frame_lengths: torch.Tensor, frames: int
-    ) -> list[list[int]]:
-        attention = self.config["attention"]
-        mask = torch.arange(frames, device=self.device)[None, :] >= frame_lengths[:, None]
+        if self.decoding.method != "attention":
+            return self._decoder(log_probs, frame_lengths)
+        (memory_cache,) = memory
+        mask = torch.arange(log_probs.shape[1], device=self.device)[None] >= frame_lengths[:, None]
         step_graph = self.graphs["decoder_step"]
-        layers, heads, head_dim = attention["cache_layout"]
+        layout = tuple(self.config["attention"]["cache_layout"])
 
         def step(tokens: torch.Tensor, cache: torch.Tensor, owners: torch.Tensor):
             return step_graph(tokens, cache, memory_cache, owners, mask)
 
-        hypotheses = cached_beam_search(
+        return self._decoder(
+            log_probs,
+            frame_lengths,
             step,
-            lambda rows: torch.zeros((layers, 2, rows, heads, 0, head_dim), device=self.device),
-            frame_lengths.shape[0],
-            self.tokenizer.bos_id,
-            self.tokenizer.eos_id,
-            device=self.device,
-            **attention["search"],
+            lambda rows: empty_cache(layout, rows, self.device),
         )
-        return [hyp.tokens for hyp in hypotheses]
 
 
 def _is_single(audio: Any) -> bool:

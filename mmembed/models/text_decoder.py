@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmembed.embedding import SharedEmbedding
+from mmembed.models.decoding.cached import empty_cache
 from mmembed.models.heads import TiedLogits
 
 
@@ -92,9 +93,8 @@ class TransformerTextDecoder(nn.Module):
 
     def empty_cache(self, rows: int, like: torch.Tensor | None = None) -> torch.Tensor:
         """The self-attention cache of ``rows`` hypotheses before their first token."""
-        layers, heads, head_dim = self.cache_layout
         reference = self.positions.weight if like is None else like
-        return reference.new_zeros((layers, 2, rows, heads, 0, head_dim))
+        return empty_cache(self.cache_layout, rows, reference.device, reference.dtype)
 
     def memory_cache(self, memory: torch.Tensor) -> torch.Tensor:
         """Every layer's cross-attention keys and values of ``memory`` (B, M, width):

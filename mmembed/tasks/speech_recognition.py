@@ -17,9 +17,9 @@ from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from mmembed.embedding import SharedEmbedding
-from mmembed.models.decoding import CTCBeamDecoder, SpeechDecoding, ctc_greedy
-from mmembed.models.decoding.cached import cached_beam_search
+from mmembed.models.decoding import SpeechDecoding
 from mmembed.models.decoding.options import as_options
+from mmembed.models.decoding.speech import SpeechDecoder
 from mmembed.models.heads import TiedLogits
 from mmembed.models.text_decoder import TransformerTextDecoder
 from mmembed.tasks.base import TokenTableArgs, TokenTableTask, log_examples
@@ -68,7 +68,7 @@ class SpeechRecognition(TokenTableTask):
         self.decoding = as_options(decoding, SpeechDecoding)
         if self.decoding.method == "attention" and self.decoder is None:
             raise ValueError("decoding.method='attention' needs a decoder")
-        self._ctc_beam: CTCBeamDecoder | None = None
+        self._speech_decoder: SpeechDecoder | None = None
         self.num_logged_examples = num_logged_examples
         self.metrics = nn.ModuleDict(
             {
@@ -143,18 +143,11 @@ class SpeechRecognition(TokenTableTask):
         return self._decode(*self.encode(waveforms, lengths))
 
     def _decode(self, frames, frame_lengths, log_probs) -> list[str]:
-        method = self.decoding.method
-        if method == "greedy":
-            token_lists = ctc_greedy(log_probs, frame_lengths, self.tokenizer.blank_id)
-        elif method == "ctc_beam":
-            if self._ctc_beam is None:
-                self._ctc_beam = CTCBeamDecoder(self.tokenizer, self.decoding)
-            token_lists = self._ctc_beam(log_probs, frame_lengths)
-        else:
-            token_lists = self._attention_decode(frames, frame_lengths)
-        return [self.tokenizer.decode(tokens) for tokens in token_lists]
-
-    def _attention_decode(self, frames, frame_lengths) -> list[list[int]]:
+        if self._speech_decoder is None:
+            search = self.attention_search_options() if self.decoder is not None else None
+            self._speech_decoder = SpeechDecoder(self.tokenizer, self.decoding, search)
+        if self.decoding.method != "attention":
+            return self._speech_decoder(log_probs, frame_lengths)
         memory_mask = _padding_mask(frame_lengths, frames.shape[1])
         # one token per step over the key/value caches, as the exported decoder-step graph runs
         memory_cache = self.decoder.memory_cache(frames)
@@ -162,16 +155,12 @@ class SpeechRecognition(TokenTableTask):
         def step(tokens: torch.Tensor, cache: torch.Tensor, owners: torch.Tensor):
             return self.decoder.step(tokens, cache, memory_cache, owners, memory_mask)
 
-        hypotheses = cached_beam_search(
+        return self._speech_decoder(
+            log_probs,
+            frame_lengths,
             step,
             lambda rows: self.decoder.empty_cache(rows, frames),
-            frames.shape[0],
-            self.tokenizer.bos_id,
-            self.tokenizer.eos_id,
-            device=frames.device,
-            **self.attention_search_options(),
         )
-        return [hyp.tokens for hyp in hypotheses]
 
     def attention_search_options(self) -> dict[str, Any]:
         """The beam-search settings of ``decoding.method="attention"`` (exported with the

@@ -23,6 +23,18 @@ CachedStepFn = Callable[
 ]
 
 
+def empty_cache(
+    layout: tuple[int, int, int],
+    rows: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The self-attention cache of ``rows`` hypotheses before their first token, for a decoder
+    whose cache layout is (num_layers, num_heads, head_dim)."""
+    layers, heads, head_dim = layout
+    return torch.zeros((layers, 2, rows, heads, 0, head_dim), device=device, dtype=dtype)
+
+
 class CachedStep:
     """A ``beam_search`` step over a cached decoder step.
 
