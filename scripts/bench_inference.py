@@ -58,14 +58,24 @@ def no_grad(fn, *args):
     return lambda: torch.no_grad()(fn)(*args)
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (first-call allocations, ONNX Runtime's lazy initialisation)
-    times = []
+def timed(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds of each function, timed in interleaved rounds so that load
+    from other processes drifts over all of them alike (this machine is shared). With one
+    thread, CPU time is what one idle core would take."""
+    for fn in fns.values():
+        fn()  # warm-up (first-call allocations, ONNX Runtime's lazy initialisation)
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {
+        name: {"wall": statistics.median(wall[name]), "cpu": statistics.median(cpu[name])}
+        for name in fns
+    }
 
 
 def export(task, data, folder: Path, name: str):
@@ -90,23 +100,25 @@ def bench_speech(folder: Path, repeats: int) -> list[dict]:
         chunk = waveforms[:batch]
         padded = torch.stack(chunk)
         lengths = torch.tensor([w.numel() for w in chunk])
-        seconds = {"eager": median_seconds(no_grad(task.transcribe, padded, lengths), repeats)}
+        fns = {"eager": no_grad(task.transcribe, padded, lengths)}
         for runtime, predictor in predictors.items():
-            seconds[runtime] = median_seconds(lambda p=predictor, c=chunk: p.run(c), repeats)
+            fns[runtime] = lambda p=predictor, c=chunk: p.run(c)
+            # the whole mmembed-predict path: read, resample, features, model, decode
+            fns[f"{runtime} file"] = lambda p=predictor, b=batch: p.transcribe(files[:b])
+        times = timed(fns, repeats)
         audio = batch * CLIP_SECONDS
-        file_rtf = {
-            runtime: median_seconds(lambda p=p, b=batch: p.transcribe(files[:b]), repeats) / audio
-            for runtime, p in predictors.items()
-        }
+        rtf = {name: {k: v / audio for k, v in t.items()} for name, t in times.items()}
+        note = "; ".join(
+            f"{name}: RTF {rtf[name]['cpu']:.4f} CPU / {rtf[name]['wall']:.4f} wall"
+            for name in ("eager", "torch", "onnx", "torch file", "onnx file")
+        )
+        plural = "s" if batch > 1 else ""
         rows.append(
             {
-                "task": f"speech, {batch} x {CLIP_SECONDS:.0f} s clip{'s' if batch > 1 else ''}",
+                "task": f"speech, {batch} x {CLIP_SECONDS:.0f} s clip{plural}",
                 "items": batch,
-                "seconds": seconds,
-                "note": "RTF model+decode: "
-                + ", ".join(f"{k} {v / audio:.4f}" for k, v in seconds.items())
-                + "; file to transcript: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in file_rtf.items()),
+                "times": {k: v for k, v in times.items() if "file" not in k},
+                "note": note,
             }
         )
     return rows
@@ -132,15 +144,13 @@ def bench_captioning(folder: Path, repeats: int) -> list[dict]:
         step = lambda prefixes, owners: task.decode_step(prefixes, memory[owners])  # noqa: E731
         return beam_search(step, 8, tokenizer.bos_id, tokenizer.eos_id, **options)
 
-    seconds = {
-        "eager": median_seconds(lambda: task.generate(batch), repeats),
-        "eager, uncached": median_seconds(no_grad(uncached), repeats),
-    }
+    fns = {"eager": lambda: task.generate(batch), "eager, uncached": no_grad(uncached)}
     for runtime, predictor in predictors.items():
-        seconds[runtime] = median_seconds(lambda p=predictor: p.generate(images), repeats)
+        fns[runtime] = lambda p=predictor: p.generate(images)
+    times = timed(fns, repeats)
     options = task.search_options()
     note = f"beam {options['beam_size']}, {options['max_length']} tokens (no end token)"
-    return [{"task": "captioning, batch of 8 images", "items": 8, "seconds": seconds, "note": note}]
+    return [{"task": "captioning, batch of 8 images", "items": 8, "times": times, "note": note}]
 
 
 def bench_video(folder: Path, repeats: int) -> list[dict]:
@@ -159,17 +169,19 @@ def bench_video(folder: Path, repeats: int) -> list[dict]:
         logits = task(batch.flatten(0, 1))
         return video_level_scores(logits.view(8, clips, -1))
 
-    seconds = {"eager": median_seconds(no_grad(eager), repeats)}
+    fns = {"eager": no_grad(eager)}
     for runtime, predictor in predictors.items():
-        seconds[runtime] = median_seconds(lambda p=predictor: p.scores(videos), repeats)
+        fns[runtime] = lambda p=predictor: p.scores(videos)
+    times = timed(fns, repeats)
     note = f"{clips} clips of {frames} x {size} x {size} per video"
-    return [{"task": "video, batch of 8 videos", "items": 8, "seconds": seconds, "note": note}]
+    return [{"task": "video, batch of 8 videos", "items": 8, "times": times, "note": note}]
 
 
 BENCHES = {"speech": bench_speech, "captioning": bench_captioning, "video": bench_video}
 
 
 def markdown(rows: list[dict]) -> str:
+    """Items/s by CPU time (what one idle core gives) with the wall-time figure after it."""
     runtimes = ["eager", "eager, uncached", "torch", "onnx"]
     lines = [
         "| model, input | "
@@ -178,9 +190,17 @@ def markdown(rows: list[dict]) -> str:
         "|---|" + "---|" * (len(runtimes) + 3),
     ]
     for row in rows:
-        rate = {k: row["items"] / v for k, v in row["seconds"].items()}
-        cells = [f"{rate[r]:.2f}" if r in rate else "-" for r in runtimes]
-        ratios = [f"{rate[r] / rate['eager']:.2f}x" for r in ("torch", "onnx")]
+        rate = {
+            name: {kind: row["items"] / seconds for kind, seconds in t.items()}
+            for name, t in row["times"].items()
+        }
+        cells = [
+            f"{rate[r]['cpu']:.2f} ({rate[r]['wall']:.2f})" if r in rate else "-" for r in runtimes
+        ]
+        ratios = []
+        for r in ("torch", "onnx"):
+            cpu, wall = (rate[r][kind] / rate["eager"][kind] for kind in ("cpu", "wall"))
+            ratios.append(f"{cpu:.2f}x ({wall:.2f}x)")
         lines.append(f"| {row['task']} | " + " | ".join(cells + ratios) + f" | {row['note']} |")
     return "\n".join(lines)
 
@@ -200,7 +220,8 @@ def main() -> None:
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     header = (
         f"{date.today()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"1 thread, median of {args.repeats}"
+        f"1 thread, median of {args.repeats} interleaved rounds; items/s by CPU time (wall time "
+        "in brackets)"
     )
     table = f"{header}\n\n{markdown(rows)}\n"
     print("\n" + table)
