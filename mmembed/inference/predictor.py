@@ -105,6 +105,11 @@ class Predictor:
         rtol, atol = SELF_TEST_TOLERANCE.get(key, SELF_TEST_TOLERANCE["cuda"])
         for name, graph in self.graphs.items():
             spec = self.manifest["graphs"][name]
+            wanted = [f"{name}.input.{i}" for i in range(len(spec["inputs"]))]
+            wanted += [f"{name}.output.{i}" for i in range(len(spec["outputs"]))]
+            missing = [key for key in wanted if key not in samples]
+            if missing:
+                raise SelfTestError(f"{self.artifact.path}: {SELFTEST} lacks {missing}")
             inputs = [samples[f"{name}.input.{i}"] for i in range(len(spec["inputs"]))]
             outputs = graph(*(t.to(self.device) for t in inputs))
             for index, output_name in enumerate(spec["outputs"]):
