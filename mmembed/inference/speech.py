@@ -119,9 +119,18 @@ class SpeechPredictor(Predictor):
         log_probs, frame_lengths, *memory = self.graphs["encoder"](
             batch.to(self.device), lengths.to(self.device)
         )
+        return self.decode(log_probs, frame_lengths, *memory)
+
+    def decode(
+        self,
+        log_probs: torch.Tensor,
+        frame_lengths: torch.Tensor,
+        memory_cache: torch.Tensor | None = None,
+    ) -> list[str]:
+        """Transcripts of the encoder graph's outputs, by the exported decoding settings
+        (``memory_cache``: the joint model's third output, for ``method="attention"``)."""
         if self.decoding.method != "attention":
             return self._decoder(log_probs, frame_lengths)
-        (memory_cache,) = memory
         mask = torch.arange(log_probs.shape[1], device=self.device)[None] >= frame_lengths[:, None]
         step_graph = self.graphs["decoder_step"]
         layout = tuple(self.config["attention"]["cache_layout"])

@@ -50,8 +50,9 @@ def train_run(root: Path, overrides: list[str]) -> Path:
     return run_dir
 
 
-def memorised(corpus: Path, destination: Path, train_file: str, other_files: dict) -> Path:
-    """A copy of ``corpus`` whose validation and test splits are its training split."""
+def memorised(corpus: Path, destination: Path, train_file: str, other_files) -> Path:
+    """A copy of ``corpus`` in which every file of ``other_files`` (the validation and test
+    splits) is its training split ``train_file``."""
     shutil.copytree(corpus, destination)
     for name in other_files:
         shutil.copy(destination / train_file, destination / name)
