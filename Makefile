@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 # Debian packages the embedded corpora are generated from: flite voices and WordNet example
-# sentences (speech), the Noto emoji font with Unicode/CLDR names (captions).
-APT_PACKAGES := flite wordnet-base fonts-noto-color-emoji unicode-data unicode-cldr-core
+# sentences (speech; espeak-ng is the second synthesiser of its test_espeak set), the Noto emoji
+# font with Unicode/CLDR names (captions).
+APT_PACKAGES := flite espeak-ng wordnet-base fonts-noto-color-emoji unicode-data unicode-cldr-core
 
 .PHONY: setup system-deps train demo test bench lint
 

@@ -8,10 +8,15 @@ from os import PathLike
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mmembed.ops.embed_project import check_ids, cost_model, embed_project
+from mmembed.ops.embed_project import (
+    check_ids,
+    checked_ids,
+    cost_model,
+    embed_project,
+    torch_path,
+)
 
 Backend = Literal["auto", "triton", "torch"]
 Strategy = Literal["auto", "direct", "folded"]
@@ -32,17 +37,19 @@ class SharedEmbedding(nn.Module):
             ``nn.Embedding`` (so it outputs just the bias).
         max_norm: rows looked up with a norm above this are renormalised in place first,
             as in ``nn.Embedding``. ``norm_type`` is the p of that norm.
-        backend: ``"triton"``: the ``mmembed::embed_project`` op (Triton kernels on CUDA, its
-            torch reference elsewhere); ``"torch"``: plain ``F.embedding`` + ``F.linear``;
-            ``"auto"``: triton on CUDA tensors, torch otherwise.
+        backend: ``"triton"``: the Triton kernels (on CUDA; the torch path elsewhere);
+            ``"torch"``: the same plans in torch ops; ``"auto"``: per device and shape class,
+            whichever the recorded benchmarks show faster (the table ``AUTO`` in
+            :mod:`mmembed.ops.embed_project.cost_model`; today the torch path everywhere).
         strategy: ``"direct"`` gathers rows into the GEMM; ``"folded"`` projects the whole table
             once (V x D x H) and gathers from it, cheaper when V is small relative to the number
-            of ids; ``"auto"`` picks by a roofline cost model
-            (:mod:`mmembed.ops.embed_project.cost_model`).
-        deterministic: bitwise-repeatable backward (sorted segment sums instead of float
-            atomics). Also on when ``torch.use_deterministic_algorithms(True)``.
-        check_ids: validate ids on the host before any kernel reads memory (one sync). Turn off
-            for speed once inputs are trusted; kernels still never read outside the table.
+            of ids; ``"auto"`` picks by the roofline cost model.
+        deterministic: accepted for configs that set it; every path of this layer already has a
+            bitwise-repeatable backward (no float atomics anywhere), so it changes nothing.
+        check_ids: raise ``IndexError`` naming an id outside ``[0, num_embeddings)`` and its
+            position, in eager mode and in compiled and exported graphs alike (one host sync).
+            Off: nothing is checked, and such an id reads as an all-zero table row (the output
+            is the bias) that receives no gradient.
     """
 
     def __init__(
@@ -128,24 +135,20 @@ class SharedEmbedding(nn.Module):
             parts.append(f"backend={self.backend!r}")
         if self.strategy != "auto":
             parts.append(f"strategy={self.strategy!r}")
-        if self.deterministic:
-            parts.append("deterministic=True")
         return ", ".join(parts)
 
     # ----------------------------------------------------------------------------------------
-    def _resolve_backend(self, ids: torch.Tensor) -> str:
-        if self.backend == "auto":
-            return "triton" if ids.device.type == "cuda" else "torch"
-        return self.backend
-
-    def _use_folded(self, num_ids) -> bool:
-        if self.projection is None or self.strategy == "direct":
-            return False
-        if self.strategy == "folded":
-            return True
-        return cost_model.prefer_folded(
-            num_ids, self.num_embeddings, self.embedding_dim, self.out_features
-        )
+    def plan(self, num_ids, dtype: torch.dtype | None = None) -> cost_model.Plan:
+        """How a call with ``num_ids`` ids computes on the table's device: backend, whether it
+        folds, and the shape class (:func:`mmembed.ops.embed_project.cost_model.plan`)."""
+        if dtype is None:
+            dtype = self.weight.dtype if self.projection is None else self.projection.weight.dtype
+        # a pure function of its arguments: cached in eager mode, traced (a constant) when compiling
+        plan = cost_model.plan if torch.compiler.is_compiling() else cost_model.cached_plan
+        return plan(
+            num_ids, self.num_embeddings, self.embedding_dim, self.out_features, dtype,
+            self.weight.device, self.backend, self.strategy,
+        )  # fmt: skip
 
     def _validate_ids(self, ids: torch.Tensor) -> None:
         if ids.dtype not in (torch.int32, torch.int64):
@@ -154,13 +157,14 @@ class SharedEmbedding(nn.Module):
             raise ValueError(f"ids are on {ids.device} but the table is on {self.weight.device}")
 
     def _projection_params(self):
-        if self.projection is None:
+        projection = self.projection
+        if projection is None:
             return None, None
-        proj_weight, bias = self.projection.weight, self.projection.bias
+        proj_weight, bias = projection.weight, projection.bias
         # Autocast does not reach custom ops: mimic what it does to nn.Linear (cast W and b,
         # the table is cast row by row inside the kernel).
         device = proj_weight.device.type
-        if torch.is_autocast_enabled(device) and proj_weight.is_floating_point():
+        if torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
             proj_weight = proj_weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
@@ -169,7 +173,9 @@ class SharedEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``(*ids.shape)`` int ids -> ``(*ids.shape, output_dim)``."""
         self._validate_ids(ids)
-        if self.check_ids and not torch.compiler.is_compiling():
+        if self.check_ids and torch.compiler.is_compiling():  # an op, kept in the graph
+            ids = checked_ids(ids, self.num_embeddings)
+        elif self.check_ids:  # eager: the same check without an op's dispatch (~0.2 ms on CPU)
             check_ids(ids, self.num_embeddings)
         if self.max_norm is not None:
             with torch.no_grad():
@@ -177,25 +183,16 @@ class SharedEmbedding(nn.Module):
                     self.weight, ids.reshape(-1).contiguous(), self.max_norm, self.norm_type
                 )
 
-        if self._resolve_backend(ids) == "torch":
-            rows = F.embedding(ids, self.weight, self.padding_idx)
-            if self.projection is None:
-                return rows
-            # F.linear directly: a nested module call costs more than the lookup on small batches
-            return F.linear(rows, self.projection.weight, self.projection.bias)
-
-        flat = ids.reshape(-1)
         proj_weight, bias = self._projection_params()
-        out = embed_project(
-            flat,
-            self.weight,
-            proj_weight,
-            bias,
-            -1 if self.padding_idx is None else self.padding_idx,
-            self._use_folded(flat.shape[0]),
-            self.deterministic or torch.are_deterministic_algorithms_enabled(),
-            False,  # checked above, with the position in the caller's shape
-        )
+        dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype
+        plan = self.plan(ids.numel(), dtype)
+        padding_idx = -1 if self.padding_idx is None else self.padding_idx
+        mask = not self.check_ids
+        if plan.backend == "torch":  # torch ops under autograd: their backward is sum-by-id
+            return torch_path.forward(ids, self.weight, proj_weight, bias, plan.fold, mask,
+                                      padding_idx)  # fmt: skip
+        out = embed_project(ids.reshape(-1), self.weight, proj_weight, bias, padding_idx,
+                            plan.fold, True, mask)  # fmt: skip
         return out.reshape(*ids.shape, out.shape[-1])
 
     # ----------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import fcntl
-import json
 import logging
 import os
 from contextlib import contextmanager
@@ -32,15 +31,21 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mmembed.data.skips import summarize as summarize_skips
+from mmembed.artifacts import load_checkpoint
+from mmembed.callbacks import TrainingStop, run_guards, training_stop
+from mmembed.datagen.corpus_folder import lock_path
+from mmembed.overrides import apply_empty_dict_overrides
+from mmembed.report import data_report, write_metrics
 from mmembed.text.tokenizers import Tokenizer, load_tokenizer_dict
+from mmembed.transfer import init_from, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = {
     "data", "corpus", "task", "tokenizer", "optimizer", "scheduler", "callbacks", "logger",
     "trainer", "paths", "experiment", "debug", "task_name", "tags", "monitor", "seed", "train",
-    "test", "ckpt_path", "hydra", "optimized_metric", "torch_threads",
+    "test", "ckpt_path", "hydra", "optimized_metric", "torch_threads", "init_from",
+    "init_from_skip", "init_from_tokenizer",
 }  # fmt: skip
 
 
@@ -87,25 +92,41 @@ def node_lock(path: Path):
 def build_corpus(cfg: DictConfig) -> None:
     """The ``corpus`` step: build (or find up to date) the embedded corpus the data reads.
 
-    Every rank calls it; the lock beside the corpus folder makes one build it while the others
-    wait, then find it current."""
+    Every rank calls it; the machine's lock for the corpus folder makes one build it while the
+    others wait, then find it current."""
     if not cfg.get("corpus"):
         return
     out_dir = Path(cfg.corpus.out_dir)
-    with node_lock(out_dir.parent / f".{out_dir.name}.lock"):
+    with node_lock(lock_path(out_dir)):
         hydra.utils.instantiate(cfg.corpus)
 
 
 def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
-    """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned);
-    otherwise one is trained on the training texts. Training is deterministic, so every rank
-    builds the same one without communicating."""
-    if cfg.get("ckpt_path"):
-        checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    """Resuming reuses the checkpoint's tokenizer (its ids are what the weights learned), and so
+    does ``init_from`` with ``init_from_tokenizer=true``; otherwise one is trained on the
+    training texts. Training is deterministic, so every rank builds the same one without
+    communicating."""
+    source = cfg.get("ckpt_path")
+    if not source and cfg.get("init_from") and cfg.get("init_from_tokenizer"):
+        source = resolve_checkpoint(cfg.init_from)
+    if source:
+        checkpoint = load_checkpoint(source)
         if "tokenizer" not in checkpoint:
-            raise ConfigError(f"{cfg.ckpt_path}: checkpoint has no tokenizer; not an mmembed run?")
-        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(cfg.ckpt_path))
+            raise ConfigError(f"{source}: checkpoint has no tokenizer; not an mmembed run?")
+        return load_tokenizer_dict(checkpoint["tokenizer"], source=str(source))
     return hydra.utils.instantiate(cfg.tokenizer)(datamodule.training_texts())
+
+
+def initialize_from(cfg: DictConfig, task: Any) -> None:
+    """``init_from``: another run's weights (not its optimizer, schedule or step) for a new
+    run; a resumed run (``ckpt_path``) restores its own instead."""
+    if not cfg.get("init_from"):
+        return
+    if cfg.get("ckpt_path"):
+        log.warning("ckpt_path resumes the run, so init_from=%s is not used", cfg.init_from)
+        return
+    report = init_from(task, cfg.init_from, skip=list(cfg.get("init_from_skip") or ()))
+    log.info("%s", report.summary())
 
 
 def instantiate_dict(section: DictConfig | None) -> list[Any]:
@@ -119,6 +140,7 @@ def instantiate_dict(section: DictConfig | None) -> list[Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    apply_empty_dict_overrides(cfg)
     validate_config(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
@@ -130,6 +152,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     tokenizer = build_tokenizer(cfg, datamodule)
     datamodule.set_tokenizer(tokenizer)
+    datamodule.prepare_splits(fit=bool(cfg.get("train")), test=bool(cfg.get("test")))
     _save_tokenizer(tokenizer, output_dir / "tokenizer.json")
 
     task = hydra.utils.instantiate(
@@ -138,7 +161,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
-    callbacks = instantiate_dict(cfg.get("callbacks"))
+    initialize_from(cfg, task)
+    callbacks = [*instantiate_dict(cfg.get("callbacks")), *run_guards()]
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
@@ -152,9 +176,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hparams)
 
     metrics: dict[str, float] = {}
+    stop = None
     if cfg.get("train"):
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(_scalars(trainer.callback_metrics))
+        stop = training_stop(trainer)
     # test-only runs (train=false ckpt_path=...) evaluate the given checkpoint
     best = _best_checkpoint(trainer) or (None if cfg.get("train") else cfg.get("ckpt_path"))
     if cfg.get("test"):
@@ -162,7 +188,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.warning("no best checkpoint was saved; testing the current weights")
         trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
-    _report(metrics, best, output_dir, summarize_skips(getattr(datamodule, "skipped", {})))
+    _report(metrics, best, output_dir, datamodule, stop)
     return metrics
 
 
@@ -188,20 +214,24 @@ def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
 
 @rank_zero_only
 def _report(
-    metrics: dict[str, float], best: str | None, output_dir: Path, skipped: list[str]
+    metrics: dict[str, float],
+    best: str | None,
+    output_dir: Path,
+    datamodule: Any,
+    stop: TrainingStop | None,
 ) -> None:
     lines = ["", "=" * 60, "final metrics:"]
     lines += [f"  {name:<24} {value:.4f}" for name, value in sorted(metrics.items())]
-    if skipped:
-        lines += ["items left out of the data (see the warnings above for each one):"]
-        lines += [f"  {line}" for line in skipped]
+    if stop is not None:
+        lines.append(stop.describe())
+    lines += data_report(datamodule)
     lines += [
         f"best checkpoint: {best or '(none saved)'}",
         f"run folder (logs, tokenizer, plots): {output_dir}",
         "=" * 60,
     ]
     print("\n".join(lines), flush=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_metrics(output_dir / "metrics.json", metrics, stop, datamodule)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmembed.conf", config_name="train")

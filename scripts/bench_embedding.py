@@ -1,30 +1,47 @@
-"""Benchmark SharedEmbedding against ``F.linear(F.embedding(ids, E), W, b)`` (eager and
-``torch.compile``), forward and forward+backward, measured in the same run.
+"""Benchmark SharedEmbedding against its peers, forward and forward+backward, in one run.
 
-    python scripts/bench_embedding.py                      # CPU set on CPU, anchors on GPU
-    python scripts/bench_embedding.py --shapes anchors --dtypes bf16 --markdown docs/run.md
+    python scripts/bench_embedding.py                    # CPU set on CPU, the anchors on GPU
+    python scripts/bench_embedding.py --shapes anchors --dtypes bf16 --markdown docs/run.md \\
+        --jsonl run.jsonl
 
-Per case it prints mmembed ms, eager ms, compile ms, mmembed/eager (below 1 is faster) and, on a
-GPU, mmembed/roofline: the limits of the op's cost model
-(``mmembed.ops.embed_project.cost_model.roofline_ms``, per device; forward limit =
-max(2*N*D*H / peak, bytes / bandwidth), forward+backward limit = 3x that). Results with device
-and date: docs/benchmarks.md.
+Per shape, dtype and pass it times, in the same run (interleaved rounds on CPU):
+  mmembed        the layer as users build it (backend="auto": the plan of the cost model)
+  mmembed det    the same with deterministic=True under torch.use_deterministic_algorithms(True)
+  eager          F.linear(F.embedding(ids, E), W, b)  (nn.Embedding + nn.Linear)
+  eager folded   F.embedding(ids, torch.addmm(b, E, W.T))
+  compile        torch.compile of eager
+  liger          Liger-Kernel's LigerEmbedding function + F.linear (CUDA, when importable)
+  gemm           the GEMMs alone on pre-gathered rows (forward: 1; forward+backward: 3)
+  gather         the lookup alone (F.embedding, and its backward)
+and on CUDA the candidates behind backend="auto": triton (the kernels' plan for the shape
+class), torch path, and for the direct class the gather-fused forward GEMM (triton fused).
+Ratios: mmembed / eager, mmembed / best peer (the fastest of eager, eager folded, compile,
+liger), mmembed /
+limit (the roofline of mmembed.ops.embed_project.cost_model, per device), det / fast. Below 1
+is faster. Each case is appended to --jsonl as it finishes; on CUDA the run ends with the
+entries of cost_model.AUTO and DIRECT_FORWARD that its measurements support.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 
-import torch
-import torch.nn.functional as F
+# torch.use_deterministic_algorithms needs this before cuBLAS starts
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-from mmembed import SharedEmbedding
-from mmembed.ops.embed_project import cost_model
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from mmembed import SharedEmbedding  # noqa: E402
+from mmembed.ops.embed_project import cost_model  # noqa: E402
 
 ANCHOR_SHAPES = {  # (V, D, H, N)
     "chars-asr": (128, 512, 512, 65536),
@@ -39,26 +56,49 @@ CPU_SHAPES = {
     "cpu-wide": (2000, 128, 512, 8192),
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PEERS = ("eager", "eager folded", "compile", "liger")
+TORCH_CANDIDATES = ("torch path", "mmembed")  # mmembed: backend="auto", the torch path today
+RATIOS = ("mmembed/eager", "mmembed/best peer", "mmembed/limit", "det/fast")
+COLUMNS = ("mmembed", "mmembed det", "eager", "eager folded", "compile", "liger", "gemm",
+           "gather", "triton", "torch path", "triton fused")  # fmt: skip
+
+
 @dataclass
 class Case:
     name: str
     shape: tuple[int, int, int, int]
     dtype: str
     mode: str  # "fwd" or "fwd+bwd"
+    shape_class: str = ""
+    plan: str = ""
     times: dict[str, float] = field(default_factory=dict)
-    strategy: str = ""
+    limit: float | None = None
 
+    def ratio(self, a: str, b: str | float | None) -> float | None:
+        num = self.times.get(a)
+        den = self.times.get(b) if isinstance(b, str) else b
+        return num / den if num and den else None
 
-def roofline_ms(shape, dtype: str, mode: str, device_name: str) -> float | None:
-    spec = cost_model.device_spec(device_name)
-    return None if spec is None else cost_model.roofline_ms(shape, dtype, mode, spec)
+    @property
+    def best_peer(self) -> float | None:
+        peers = [self.times[p] for p in PEERS if p in self.times]
+        return min(peers) if peers else None
+
+    def record(self) -> dict:
+        return {
+            **asdict(self),
+            "mmembed/eager": self.ratio("mmembed", "eager"),
+            "mmembed/best peer": self.ratio("mmembed", self.best_peer),
+            "mmembed/limit": self.ratio("mmembed", self.limit),
+            "det/fast": self.ratio("mmembed det", "mmembed"),
+        }
 
 
 def time_ms(fns: dict, device: str, reps: int) -> dict[str, float]:
-    """Median wall time in ms of each function.
-
-    On CPU the candidates are timed in interleaved rounds so that clock and cache drift hit
-    them alike (a sequential run showed +-10% order effects on 2 cores).
+    """Median time in ms of each function: on CUDA triton.testing.do_bench; on CPU the
+    process's CPU time (time.process_time), in interleaved rounds so that clock and cache drift
+    hit the candidates alike. CPU time, not wall time: on shared cores a long call is preempted
+    more often than a short one, which would inflate wall-time ratios in favour of the faster.
     """
     if device == "cuda":
         import triton.testing
@@ -69,87 +109,183 @@ def time_ms(fns: dict, device: str, reps: int) -> dict[str, float]:
         }
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
-        for _ in range(5):
+        for _ in range(3):
             fn()
     for _ in range(reps):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
+            samples[name].append((time.process_time() - start) * 1e3)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def make_runner(forward, params, mode: str, grad):
-    if mode == "fwd":
-
-        def run():
-            with torch.no_grad():
-                forward()
-
-        return run
-
+def make_runner(forward, params, mode: str, grad, deterministic: bool = False):
     def run():
-        for p in params:
-            p.grad = None
-        forward().backward(grad)
+        with contextlib.ExitStack() as stack:
+            if deterministic:
+                stack.callback(torch.use_deterministic_algorithms, False)
+                torch.use_deterministic_algorithms(True)
+            if mode == "fwd":
+                with torch.no_grad():
+                    return forward()
+            for p in params:
+                p.grad = None
+            forward().backward(grad)
 
     return run
+
+
+def liger_embedding():
+    try:
+        from liger_kernel.ops import LigerEmbeddingFunction
+    except ImportError:
+        return None
+    return LigerEmbeddingFunction.apply
+
+
+@contextlib.contextmanager
+def direct_forward(choice: str):
+    saved = dict(cost_model.DIRECT_FORWARD)
+    cost_model.DIRECT_FORWARD.update({k: choice for k in saved})
+    try:
+        yield
+    finally:
+        cost_model.DIRECT_FORWARD.update(saved)
 
 
 def bench_case(case: Case, device: str, reps: int, use_compile: bool, check_ids: bool):
     V, D, H, N = case.shape
     dtype = DTYPES[case.dtype]
     torch.manual_seed(0)
-    layer = SharedEmbedding(V, D, H, check_ids=check_ids, device=device, dtype=dtype)
+
+    def layer_with(**kw):
+        torch.manual_seed(0)
+        return SharedEmbedding(V, D, H, check_ids=check_ids, device=device, dtype=dtype, **kw)
+
+    layer = layer_with()
     E, W, b = layer.weight, layer.projection.weight, layer.projection.bias
+    params = [E, W, b]
     ids = torch.randint(0, V, (N,), device=device)
     grad = torch.randn(N, H, device=device, dtype=dtype)
-    case.strategy = "folded" if layer._use_folded(N) else "direct"
-    if device != "cuda":
-        case.strategy = "torch"
+    rows = F.embedding(ids, E).detach()
+    plan = layer.plan(N)
+    case.shape_class = plan.shape_class
+    case.plan = f"{plan.backend}-{'fold' if plan.fold else 'direct'}"
+    spec = cost_model.spec_for(torch.device(device))
+    distinct = float(ids.unique().numel())
+    case.limit = cost_model.roofline_ms(case.shape, case.dtype, case.mode, spec, distinct)
 
     def eager():
         return F.linear(F.embedding(ids, E), W, b)
 
-    params = [E, W, b]
-    runners = {
+    def folded():
+        return F.embedding(ids, torch.addmm(b, E, W.t()))
+
+    def gemm():
+        if case.mode == "fwd":
+            return torch.addmm(b, rows, W.t())
+        return torch.addmm(b, rows, W.t()), grad @ W, grad.t() @ rows
+
+    def gather_forward():
+        return F.embedding(ids, E)
+
+    det_layer = layer_with(deterministic=True)
+    fns = {
         "mmembed": make_runner(lambda: layer(ids), params, case.mode, grad),
+        "mmembed det": make_runner(
+            lambda: det_layer(ids),
+            list(det_layer.parameters()),
+            case.mode,
+            grad,
+            deterministic=True,
+        ),  # fmt: skip
         "eager": make_runner(eager, params, case.mode, grad),
+        "eager folded": make_runner(folded, params, case.mode, grad),
+        "gemm": make_runner(gemm, [], "fwd", grad),
+        "gather": make_runner(gather_forward, [E], case.mode, grad[:, :1].expand(N, D)),
     }
     if use_compile:
         torch._dynamo.reset()
-        runners["compile"] = make_runner(
-            torch.compile(eager, dynamic=False), params, case.mode, grad
-        )
-    case.times = time_ms(runners, device, reps)
+        fns["compile"] = make_runner(torch.compile(eager, dynamic=False), params, case.mode, grad)
+    liger = liger_embedding() if device == "cuda" else None
+    if liger is not None:
+        fns["liger"] = make_runner(lambda: F.linear(liger(E, ids), W, b), params, case.mode, grad)
+    if device == "cuda":
+        for name, kw in (("triton", dict(backend="triton")), ("torch path", dict(backend="torch"))):
+            other = layer_with(**kw)
+            fns[name] = make_runner(
+                lambda m=other: m(ids), list(other.parameters()), case.mode, grad
+            )
+        if plan.shape_class == cost_model.LARGE:
+            fused = layer_with(backend="triton")
+            run_fused = make_runner(lambda: fused(ids), list(fused.parameters()), case.mode, grad)
+
+            def fused_forward():
+                with direct_forward("fused"):
+                    run_fused()
+
+            fns["triton fused"] = fused_forward
+    case.times = time_ms(fns, device, reps)
 
 
-def _ratio(a: float, b: float | None) -> float | None:
-    return a / b if b else None
-
-
-def _fmt(x: float | None, digits: int) -> str:
+def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def format_table(cases: list[Case], device_name: str) -> str:
-    head = (
-        "| shape (V, D, H, N) | dtype | pass | strategy | mmembed ms | eager ms | compile ms "
-        "| mmembed/eager | mmembed/compile | limit ms | mmembed/limit |"
-    )
-    lines = [head, "|" + "---|" * 11]
+def format_table(cases: list[Case]) -> str:
+    present = [c for c in COLUMNS if any(c in case.times for case in cases)]
+    head = ["shape (V, D, H, N)", "dtype", "pass", "class", "plan", *(f"{c} ms" for c in present),
+            "limit ms", *RATIOS]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cases:
-        t = c.times
-        limit = roofline_ms(c.shape, c.dtype, c.mode, device_name)
-        comp = t.get("compile")
-        cells = [
-            f"{c.name} {c.shape}", c.dtype, c.mode, c.strategy, _fmt(t["mmembed"], 3),
-            _fmt(t["eager"], 3), _fmt(comp, 3), _fmt(_ratio(t["mmembed"], t["eager"]), 2),
-            _fmt(_ratio(t["mmembed"], comp), 2), _fmt(limit, 3),
-            _fmt(_ratio(t["mmembed"], limit), 2),
-        ]  # fmt: skip
+        rec = c.record()
+        cells = [f"{c.name} {c.shape}", c.dtype, c.mode, c.shape_class, c.plan,
+                 *(_fmt(c.times.get(col)) for col in present), _fmt(c.limit),
+                 *(_fmt(rec[k], 2) for k in RATIOS)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def suggest_tables(cases: list[Case], spec_name: str) -> str:
+    """The AUTO / DIRECT_FORWARD entries these measurements support (CUDA runs): the kernels
+    only for a class where they beat the torch path by 5% forward+backward in every case and
+    are not slower forward."""
+    auto, fused = dict(cost_model.AUTO["cuda"]), []  # unmeasured classes keep their entry
+    for klass in cost_model.SHAPE_CLASSES:
+        mine = [c for c in cases if c.shape_class == klass and "triton" in c.times]
+        if not mine:
+            continue
+
+        # against the faster torch option: the torch path folding by class, or what auto runs
+        def vs_torch(c):
+            return c.ratio("triton", min(c.times.get(k, float("inf")) for k in TORCH_CANDIDATES))
+
+        both = [vs_torch(c) for c in mine if c.mode == "fwd+bwd"]
+        fwd = [vs_torch(c) for c in mine if c.mode == "fwd"]
+        wins = both and max(both) < 0.95 and (not fwd or max(fwd) <= 1.0)
+        if wins:
+            auto[klass] = cost_model.TRITON
+        fused += [c.ratio("triton fused", "triton") for c in mine if "triton fused" in c.times]
+    lines = [f'cost_model.AUTO["{spec_name}"] = {auto!r}']
+    if fused:
+        choice = "fused" if max(fused) < 0.95 else "addmm"
+        lines.append(f'cost_model.DIRECT_FORWARD["{spec_name}"] = "{choice}"  '
+                     f"# triton fused / addmm: {', '.join(f'{r:.2f}' for r in fused)}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def cpu_bf16_note() -> str:
+    """Whether this CPU runs bf16 GEMMs natively, and what a bf16 GEMM costs against fp32."""
+    a, w = torch.randn(4096, 128), torch.randn(256, 128)
+    times = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x, y = a.to(dtype), w.to(dtype)
+        times[name] = time_ms({name: lambda x=x, y=y: x @ y.t()}, "cpu", 5)[name]
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (f"CPU bf16 GEMM {'native (oneDNN)' if native else 'not native (no AVX512-BF16/AMX)'}:"
+            f" 4096x128 @ 128x256 takes {times['bf16']:.2f} ms in bf16, {times['fp32']:.2f} ms"
+            f" in fp32; mmembed's torch path runs bf16 GEMMs in"
+            f" {str(cost_model.cpu_gemm_dtype(torch.bfloat16)).split('.')[-1]}")  # fmt: skip
 
 
 def main(argv=None) -> None:
@@ -163,17 +299,16 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"]
     )
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also time torch.compile of the eager baseline (default: on GPU)",
-    )
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time torch.compile of the eager baseline")  # fmt: skip
     parser.add_argument("--check-ids", action=argparse.BooleanOptionalAction, default=None,
                         help="host-side id check in mmembed (default: on for CPU, off for GPU "
                         "timing, where it adds a sync)")  # fmt: skip
-    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: the cores are shared)")  # fmt: skip
+    parser.add_argument("--reps", type=int, default=None, help="default: 15 on CPU, 100 on GPU")
     parser.add_argument("--markdown", help="append the table to this markdown file")
+    parser.add_argument("--jsonl", help="append one JSON line per case as it finishes")
     args = parser.parse_args(argv)
 
     on_gpu = args.device == "cuda"
@@ -183,29 +318,44 @@ def main(argv=None) -> None:
     if args.only:
         shapes = {k: v for k, v in shapes.items() if k in args.only}
     dtypes = args.dtypes or (["bf16"] if on_gpu else ["fp32", "bf16"])
-    use_compile = on_gpu if args.compile is None else args.compile
     check_ids = (not on_gpu) if args.check_ids is None else args.check_ids
-    device_name = torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu"
+    reps = args.reps or (100 if on_gpu else 15)
+    if on_gpu:
+        device_name = torch.cuda.get_device_name()
+        spec_name = cost_model.spec_for(torch.device("cuda")).name
+    else:
+        torch.set_num_threads(args.threads)
+        device_name = f"{platform.processor() or platform.machine()} CPU, {args.threads} thread(s)"
+        spec_name = "cpu"
+    clock = "do_bench median ms" if on_gpu else "median CPU ms (process time)"
+    header = (f"Device: {device_name}; torch {torch.__version__}; date {date.today()}; {clock}; "
+              f"check_ids={check_ids}; reps={reps}")  # fmt: skip
+    print(header, flush=True)
     if not on_gpu:
-        torch.set_num_threads(torch.get_num_threads())
+        header += "\n\n" + cpu_bf16_note()
+        print(header.splitlines()[-1], flush=True)
 
     cases = [Case(n, s, d, m) for n, s in shapes.items() for d in dtypes for m in args.modes]
     for case in cases:
-        bench_case(case, args.device, args.reps, use_compile, check_ids)
-        t = case.times
-        print(f"{case.name:18s} {case.dtype:5s} {case.mode:8s} {case.strategy:7s} "
-              + " ".join(f"{k}={v:.3f}ms" for k, v in t.items())
-              + f" mmembed/eager={t['mmembed'] / t['eager']:.2f}", flush=True)  # fmt: skip
+        bench_case(case, args.device, reps, args.compile, check_ids)
+        rec = case.record()
+        print(f"{case.name:18s} {case.dtype:5s} {case.mode:8s} {case.plan:13s} "
+              + " ".join(f"{k}={v:.3f}ms" for k, v in case.times.items())
+              + f" mmembed/best_peer={_fmt(rec['mmembed/best peer'], 2)}"
+              + f" mmembed/limit={_fmt(rec['mmembed/limit'], 2)}", flush=True)  # fmt: skip
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps({"device": device_name, "date": str(date.today()),
+                                    "torch": torch.__version__, **rec}) + "\n")  # fmt: skip
 
-    header = (
-        f"Device: {device_name}; torch {torch.__version__}; date {date.today()}; "
-        f"median ms; check_ids={check_ids}"
-    )
-    table = format_table(cases, device_name)
-    print("\n" + header + "\n\n" + table)
+    table = format_table(cases)
+    text = f"\n{header}\n\n{table}\n"
+    if on_gpu:
+        text += f"\nEntries these measurements support:\n\n{suggest_tables(cases, spec_name)}\n"
+    print(text)
     if args.markdown:
         with open(args.markdown, "a") as f:
-            f.write(f"\n{header}\n\n{table}\n")
+            f.write(text)
 
 
 if __name__ == "__main__":

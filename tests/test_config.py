@@ -46,11 +46,12 @@ def test_a_bad_decoding_value_is_named_when_the_task_is_built(compose_train):
         hydra.utils.instantiate(cfg.task.decoding, _convert_="object")
 
 
+@pytest.mark.parametrize("experiment", [None, "asr_default", "caption_default", "video_default"])
 @pytest.mark.parametrize("option", ["one_cycle", "cosine", "none"])
-def test_every_scheduler_option_builds_with_the_run_length(compose_train, option):
+def test_every_scheduler_option_builds_with_the_run_length(compose_train, option, experiment):
     from mmembed.tasks.optim import configure_optimizers
 
-    cfg = compose_train([f"scheduler={option}"])
+    cfg = compose_train([f"experiment={experiment}"] * bool(experiment) + [f"scheduler={option}"])
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.scheduler else None
     built = configure_optimizers(torch.nn.Linear(2, 2), optimizer, scheduler, total_steps=50)

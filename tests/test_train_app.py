@@ -12,7 +12,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from mmembed.datagen.speech import build_speech_corpus
+from helpers.runs import TINY_ASR, asr_overrides, tiny_speech_corpus
 from mmembed.text import load_tokenizer
 from mmembed.train import ConfigError, run, validate_config
 
@@ -24,35 +24,11 @@ def group_options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "default")
 
 
-# A model small enough for seconds-long CPU runs; same code paths as the default.
-TINY_ASR = [
-    "task.width=32",
-    "task.encoder.d_model=32",
-    "task.encoder.num_layers=1",
-    "task.encoder.num_heads=2",
-    "task.encoder.ffn_dim=64",
-    "task.encoder.n_mels=40",
-    "task.encoder.subsampling_channels=8",
-    "task.embedding.embedding_dim=16",
-    "data.num_workers=0",
-    "corpus=none",
-]
 
 
 @pytest.fixture(scope="module")
 def speech_corpus(tmp_path_factory):
-    return build_speech_corpus(
-        tmp_path_factory.mktemp("corpus") / "speech",
-        num_train=6,
-        num_validation=3,
-        num_test=3,
-        voices=("slt", "rms"),
-        jobs=1,
-    )
-
-
-def asr_overrides(corpus, *extra):
-    return ["experiment=asr_default", f"data.data_dir={corpus}", *TINY_ASR, *extra]
+    return tiny_speech_corpus(tmp_path_factory.mktemp("corpus") / "speech")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -10,11 +10,16 @@ import numpy as np
 import torch
 import torchaudio
 
-__all__ = ["AudioReadError", "load_audio", "to_model_waveform"]
+__all__ = ["AudioLoadError", "load_audio", "to_model_waveform"]
 
 
-class AudioReadError(RuntimeError):
-    """An audio file that cannot be read; the message names the file."""
+class AudioLoadError(RuntimeError):
+    """An audio file that fails when it is loaded (the message names the file); ``kind`` is its
+    skip category."""
+
+    def __init__(self, message: str, kind: str = "unreadable audio"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def to_model_waveform(
@@ -35,13 +40,25 @@ def to_model_waveform(
 
 
 def load_audio(path: str | PathLike, sample_rate: int) -> torch.Tensor:
-    """Mono float waveform at ``sample_rate`` (channels averaged, resampled if needed)."""
+    """Mono float waveform at ``sample_rate`` (channels averaged, resampled if needed).
+
+    Raises :class:`AudioLoadError` naming the file if it does not decode, is empty, or holds NaN
+    or infinite samples (float WAVs can; one such sample turns every loss it touches into NaN).
+    """
     import soundfile  # only files need it (the GPU machines run arrays without it)
 
     try:
         samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types for missing/corrupt files
-        raise AudioReadError(f"{path}: cannot read audio ({err})") from err
+        raise AudioLoadError(f"{path}: cannot read audio ({err})") from err
     if samples.shape[0] == 0:
-        raise AudioReadError(f"{path}: no audio samples")
+        raise AudioLoadError(f"{path}: no audio samples", kind="empty audio")
+    finite = np.isfinite(samples).all(axis=1)
+    if not finite.all():
+        nan = int(np.isnan(samples).any(axis=1).sum())
+        raise AudioLoadError(
+            f"{path}: audio holds non-finite samples ({nan} NaN, {int((~finite).sum()) - nan} "
+            f"infinite of {len(finite)}, first at sample {int(np.flatnonzero(~finite)[0])})",
+            kind="non-finite audio",
+        )
     return to_model_waveform(samples, file_rate, sample_rate)

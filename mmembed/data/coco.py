@@ -6,7 +6,9 @@ Structural problems (invalid JSON, a missing key, an annotation for an unknown i
 file that does not exist) fail at once naming the file and the entry: they mean the data set is
 wrong, and training on the rest would silently drop data. An image file that exists but cannot
 be decoded is skipped with one counted warning (``strict=True`` raises instead): large scraped
-sets usually hold a few of those.
+sets usually hold a few of those. One whose header is fine but whose pixels do not decode (a
+truncated JPEG) is skipped the same way when it is loaded: the batch goes on without it (see
+:mod:`mmembed.data.skips`), and evaluation scores only the images that loaded.
 """
 
 from __future__ import annotations
@@ -20,17 +22,29 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from mmembed.data.datamodule import TaskDataModule
+from mmembed.data.group_sampler import GroupCappedSampler, average_hash
 from mmembed.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from mmembed.data.image_transforms import eval_transform as default_eval_transform
 from mmembed.data.image_transforms import train_transform as default_train_transform
-from mmembed.data.skips import SkippedItem, SkippedItemsWarning, warn_skipped
+from mmembed.data.skips import (
+    PATHS,
+    SKIPPED,
+    SkippedItem,
+    SkippedItemsWarning,
+    empty_batch,
+    warn_skipped,
+    without_failed,
+)
 from mmembed.data.splits import SPLITS
+from mmembed.data.text_files import read_text
+from mmembed.text.tokenizers import normalize_text
 
 __all__ = [
     "CaptionSample",
@@ -47,6 +61,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Pillow modes whose samples are wider than 8 bits, and their bit depth: converting them to RGB
+# clips every value above 255 instead of scaling (a 16-bit greyscale PNG turns white).
+_DEEP_MODES = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32}
 
 
 class CocoFormatError(ValueError):
@@ -85,6 +102,7 @@ class CaptionSample(NamedTuple):
     caption: str  # the caption to learn (training) or the first reference (evaluation)
     references: tuple[str, ...]
     image_id: int
+    path: str = ""  # the image file, named in reports
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -130,13 +148,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"COCO captions file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, CocoFormatError))
     except json.JSONDecodeError as err:
         raise CocoFormatError(
             f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
         ) from err
-    except UnicodeDecodeError as err:
-        raise CocoFormatError(f"{path}: not UTF-8 text ({err.reason})") from err
     if not isinstance(data, dict):
         raise CocoFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
     for key in ("images", "annotations"):
@@ -237,6 +253,10 @@ class CocoCaptionDataset(Dataset):
     ``mode="train"``: one item per (image, caption) pair, so an image with five captions is seen
     five times an epoch. ``mode="eval"``: one item per image, with all its references (the
     caption field holds the first one, for a validation loss).
+
+    An image that fails to decode here (its header was fine when it was indexed) gives a
+    :class:`~mmembed.data.skips.SkippedItem` instead of a sample, which the collate leaves out;
+    ``strict=True`` raises :class:`UnreadableImageError` instead.
     """
 
     def __init__(
@@ -245,6 +265,7 @@ class CocoCaptionDataset(Dataset):
         *,
         mode: Literal["train", "eval"] = "train",
         transform: Callable[[Any], torch.Tensor] | None = None,
+        strict: bool = False,
     ):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -253,6 +274,7 @@ class CocoCaptionDataset(Dataset):
         if transform is None:
             transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
         self.transform = transform
+        self.strict = strict
         if mode == "train":
             self.items = [
                 (index, caption)
@@ -265,14 +287,22 @@ class CocoCaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> CaptionSample:
+    def __getitem__(self, index: int) -> CaptionSample | SkippedItem:
         image_index, caption_index = self.items[index]
         record = self.images[image_index]
+        try:
+            image = _load_rgb(record)
+        except UnreadableImageError as err:
+            if self.strict:
+                raise
+            where = f"{record.path} (image id {record.image_id})"
+            return SkippedItem(where, "unreadable image", f"cannot decode it ({err.__cause__})")
         return CaptionSample(
-            image=self.transform(_load_rgb(record)),
+            image=self.transform(image),
             caption=record.references[caption_index],
             references=record.references,
             image_id=record.image_id,
+            path=str(record.path),
         )
 
     def references(self) -> dict[int, list[str]]:
@@ -283,12 +313,24 @@ class CocoCaptionDataset(Dataset):
 def _load_rgb(record: CaptionedImage) -> Image.Image:
     try:
         with Image.open(record.path) as image:
-            return image.convert("RGB")
+            return _to_rgb(image)
     except OSError as err:
         # Header checks pass some broken files (a truncated JPEG); say which one broke.
         raise UnreadableImageError(
             f"image id {record.image_id}: cannot decode {record.path} ({err})"
         ) from err
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; samples deeper than 8 bits are scaled by their bit depth, not clipped."""
+    bits = _DEEP_MODES.get(image.mode)
+    if bits is None:
+        return image.convert("RGB")
+    if image.mode == "I" and image.format == "PNG":
+        bits = 16  # Pillow may open 16-bit greyscale PNGs as 32-bit "I"
+    samples = np.asarray(image).astype(np.float64)
+    grey = np.clip(np.round(samples * (255 / (2**bits - 1))), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
 
 
 def collate_captions(
@@ -302,10 +344,14 @@ def collate_captions(
     Returns ``images`` (B, 3, H, W), ``image_ids`` (B,), ``captions`` and ``references`` (lists)
     and, with a tokenizer, ``input_ids`` = [bos] + tokens and ``target_ids`` = tokens + [eos]
     (B, T, padded with ``pad_id``) and ``lengths`` (B,) = len(tokens) + 1. ``max_length`` caps T
-    (tokens beyond it are cut; the eos then falls off too).
+    (tokens beyond it are cut; the eos then falls off too). Also ``paths`` (the image files)
+    and ``skipped``: the items that failed to load, which are left out of the batch.
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
+    samples, skipped = without_failed(samples)
+    if not samples:
+        return empty_batch(skipped)
     sizes = {tuple(sample.image.shape) for sample in samples}
     if len(sizes) > 1:
         raise ValueError(f"images in a batch differ in shape {sorted(sizes)}; resize them")
@@ -314,6 +360,8 @@ def collate_captions(
         "image_ids": torch.tensor([sample.image_id for sample in samples], dtype=torch.long),
         "captions": [sample.caption for sample in samples],
         "references": [list(sample.references) for sample in samples],
+        PATHS: [sample.path for sample in samples],
+        SKIPPED: skipped,
     }
     if tokenizer is not None:
         batch.update(_teacher_forcing_ids(batch["captions"], tokenizer, max_length))
@@ -341,6 +389,13 @@ def _teacher_forcing_ids(
     return {"input_ids": input_ids, "target_ids": target_ids, "lengths": lengths}
 
 
+# Group keys of a training item (an image and the index of one of its captions).
+GROUP_KEYS: dict[str, Callable[[CaptionedImage, int], Any]] = {
+    "caption": lambda record, caption: normalize_text(record.references[caption]),
+    "image": lambda record, caption: average_hash(record.path),
+}
+
+
 # --- DataModule --------------------------------------------------------------------------------
 
 
@@ -359,6 +414,8 @@ class CocoCaptionDataModule(TaskDataModule):
         image_size: side of the square images fed to the model.
         augment: random crop and colour jitter for training images (see
             :func:`~mmembed.data.image_transforms.train_transform`).
+        grayscale_p, erasing_p: with ``augment``, random greyscale (off by default: captions
+            name colours) and random-erasing probabilities of training images.
         mean, std: the normalisation of the default transforms (ImageNet's, as torchvision's
             pretrained backbones expect); :attr:`image_normalization` reports them.
         train_transform, eval_transform: replace the default transforms (any callable taking a
@@ -367,6 +424,10 @@ class CocoCaptionDataModule(TaskDataModule):
         max_caption_length: cap on teacher-forcing sequence length (tokens + 1).
         verify_images: check every image header with Pillow when a split is loaded (about
             0.1 ms an image), so undecodable files are skipped up front, not mid-epoch.
+        max_per_group, group_by: cap each group of training items at ``max_per_group`` per
+            epoch (:class:`~mmembed.data.group_sampler.GroupCappedSampler`; None = no cap),
+            a group being the items with the same caption (``"caption"``) or whose images share
+            a perceptual hash (``"image"``: near-identical pictures).
     """
 
     def __init__(
@@ -382,6 +443,8 @@ class CocoCaptionDataModule(TaskDataModule):
         num_workers: int = 0,
         image_size: int = 64,
         augment: bool = True,
+        grayscale_p: float = 0.0,
+        erasing_p: float = 0.0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         train_transform: Callable[[Any], torch.Tensor] | None = None,
@@ -391,6 +454,8 @@ class CocoCaptionDataModule(TaskDataModule):
         verify_images: bool = True,
         pin_memory: bool = False,
         seed: int = 0,
+        max_per_group: int | None = None,
+        group_by: str = "caption",
     ):
         super().__init__(batch_size, eval_batch_size, num_workers, pin_memory, strict, seed)
         self.data_dir = Path(data_dir)
@@ -398,12 +463,7 @@ class CocoCaptionDataModule(TaskDataModule):
             split: self.data_dir / name
             for split, name in zip(SPLITS, (train_file, val_file, test_file), strict=True)
         }
-        extra_test_files = dict(extra_test_files or {})
-        clashing = set(extra_test_files) & set(SPLITS)
-        if clashing:
-            raise ValueError(f"extra_test_files may not reuse the split names {sorted(clashing)}")
-        self.files.update({name: self.data_dir / file for name, file in extra_test_files.items()})
-        self._test_split_names = ["test", *extra_test_files]
+        self.files.update(self.add_extra_tests("extra_test_files", extra_test_files, self.data_dir))
         self.images_dir = self.data_dir / images_dir
         self.image_size = image_size
         normalization = dict(mean=tuple(mean), std=tuple(std))
@@ -411,18 +471,24 @@ class CocoCaptionDataModule(TaskDataModule):
             eval_transform = default_eval_transform(image_size, **normalization)
         if train_transform is None:
             train_transform = (
-                default_train_transform(image_size, **normalization) if augment else eval_transform
+                default_train_transform(
+                    image_size, grayscale_p=grayscale_p, erasing_p=erasing_p, **normalization
+                )
+                if augment
+                else eval_transform
             )
         self.eval_transform = eval_transform
         self.train_transform = train_transform
         self.image_normalization = normalization
         self.max_caption_length = max_caption_length
         self.verify_images = verify_images
+        if group_by not in GROUP_KEYS:
+            raise ValueError(f"group_by must be one of {sorted(GROUP_KEYS)}, got {group_by!r}")
+        if max_per_group is not None and max_per_group < 1:
+            raise ValueError(f"max_per_group must be at least 1 or None, got {max_per_group}")
+        self.max_per_group = max_per_group
+        self.group_by = group_by
         self._records: dict[str, list[CaptionedImage]] = {}
-
-    @property
-    def test_split_names(self) -> list[str]:
-        return list(self._test_split_names)
 
     def records(self, split: str) -> list[CaptionedImage]:
         """The parsed captioned images of ``split`` ("train", "validation", "test" or a name in
@@ -441,6 +507,13 @@ class CocoCaptionDataModule(TaskDataModule):
         """Every training caption, to train the tokenizer on (nothing from validation/test)."""
         return [caption for record in self.records("train") for caption in record.references]
 
+    def text_items(self, split: str) -> list[tuple[str, str]]:
+        return [
+            (f"{self.files[split]}: image id {record.image_id}", caption)
+            for record in self.records(split)
+            for caption in record.references
+        ]
+
     def set_tokenizer(self, tokenizer: CaptionTokenizer) -> None:
         missing = [
             name
@@ -457,7 +530,20 @@ class CocoCaptionDataModule(TaskDataModule):
             self.records(split),
             mode="train" if train else "eval",
             transform=self.train_transform if train else self.eval_transform,
+            strict=self.strict,
         )
+
+    def train_sampler(self, dataset: CocoCaptionDataset):
+        if self.max_per_group is None:
+            return super().train_sampler(dataset)
+        key = GROUP_KEYS[self.group_by]
+        groups = [key(dataset.images[image], caption) for image, caption in dataset.items]
+        sampler = GroupCappedSampler(groups, self.max_per_group, self.seed)
+        log.info(
+            "train: %d groups by %s, at most %d items each an epoch (%d of %d items)",
+            sampler.num_groups, self.group_by, self.max_per_group, len(sampler), len(dataset),
+        )  # fmt: skip
+        return sampler
 
     def collate_fn(self, split: str) -> Callable:
         if self.tokenizer is None:

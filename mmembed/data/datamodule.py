@@ -12,29 +12,46 @@ tasks rely on, implemented once here:
 - loaders: training data shuffled, and sharded across ranks under DDP (the trainers set
   ``use_distributed_sampler: false``: the speech batch sampler shards itself); evaluation
   unsharded, so every rank scores whole splits and per-item metrics stay exact;
-- the skipped-items report: :attr:`skipped` lists every item each split left out.
+- the skipped-items report: :attr:`skipped` lists every item each split left out, those found
+  when it was indexed and those that failed later, when loaded in a DataLoader worker (the
+  collate carries them in the batch, :meth:`on_before_batch_transfer` records them here);
+- :meth:`prepare_splits`: index every split a run will read before its first step, so a
+  missing or malformed file fails then, not after training;
+- the text report: once a split and the tokenizer both exist, the characters of its texts the
+  tokenizer cannot represent are counted (:attr:`text_coverage`) and reported once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmembed.data.sampling import training_sampler
-from mmembed.data.skips import SkippedItem
+from mmembed.data.skips import SKIPPED, SkippedItem
+from mmembed.data.splits import SPLITS
+from mmembed.text.coverage import TextCoverage, UnrepresentedTextWarning, text_coverage
 
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",)}
+
+
+def check_positive(name: str, value: Any) -> None:
+    """A count of items (a batch size) must be a positive integer; the error names it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive number of items, got {value!r}")
 
 
 class TaskDataModule(L.LightningDataModule):
     """Base of the mmembed data modules.
 
     Subclasses implement :meth:`build_dataset` (recording skipped items in
-    ``self.skipped[split]``) and :meth:`training_texts`, and may override :meth:`collate_fn`
-    and :meth:`loader`.
+    ``self.skipped[split]``) and :meth:`training_texts`, and may override :meth:`collate_fn`,
+    :meth:`loader` and :meth:`text_items`.
 
     Args:
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for
@@ -56,8 +73,8 @@ class TaskDataModule(L.LightningDataModule):
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and (isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive number of items, got {value!r}")
+            if value is not None:
+                check_positive(name, value)
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.batch_size = batch_size
@@ -69,6 +86,10 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenizer: Any = None
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, list[SkippedItem]] = {}
+        self.text_coverage: dict[str, TextCoverage] = {}
+        # skips found at load time since take_unreported_skips() was last called
+        self._unreported: dict[str, list[SkippedItem]] = {}
+        self._extra_test_names: list[str] = []
 
     # --- what subclasses provide -----------------------------------------------------------
 
@@ -84,18 +105,43 @@ class TaskDataModule(L.LightningDataModule):
         """How a list of items becomes a batch (None: torch's default collate)."""
         return None
 
+    def train_sampler(self, dataset: Dataset) -> Sampler | None:
+        """The training sampler: a shuffling ``DistributedSampler`` under DDP, else None (a
+        plain shuffle). A sampler returned here must shard across ranks itself."""
+        return training_sampler(dataset, self.seed)
+
+    def text_items(self, split: str) -> list[tuple[str, str]]:
+        """``(where, text)`` of every text ``split`` holds (transcripts, captions), as the data
+        set writes it, for the text report; none by default."""
+        return []
+
     # --- the contract ----------------------------------------------------------------------
+
+    def add_extra_tests(
+        self, option: str, files: Mapping[str, str | PathLike] | None, data_dir: Path
+    ) -> dict[str, Path]:
+        """Register more test sets (name -> file, relative to ``data_dir`` or absolute) after
+        the main one, as the ``option`` argument named them; return their paths by name."""
+        files = dict(files or {})
+        clashing = set(files) & set(SPLITS)
+        if clashing:
+            raise ValueError(f"{option} may not reuse the split names {sorted(clashing)}")
+        self._extra_test_names = list(files)
+        return {name: data_dir / file for name, file in files.items()}
 
     @property
     def test_split_names(self) -> list[str]:
-        """The test sets, in the order ``test_dataloader`` returns their loaders."""
-        return ["test"]
+        """The test sets, in the order ``test_dataloader`` returns their loaders: ``"test"``,
+        then those given to :meth:`add_extra_tests`."""
+        return ["test", *self._extra_test_names]
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        for dataset in self.datasets.values():
+        self.text_coverage.clear()
+        for split, dataset in self.datasets.items():
             if hasattr(dataset, "tokenizer"):
                 dataset.tokenizer = tokenizer
+            self._check_text(split)
 
     def dataset(self, split: str) -> Dataset:
         if split not in self.datasets:
@@ -104,7 +150,61 @@ class TaskDataModule(L.LightningDataModule):
             if hasattr(dataset, "tokenizer"):
                 dataset.tokenizer = self.tokenizer
             self.datasets[split] = dataset
+            self._check_text(split)
         return self.datasets[split]
+
+    def prepare_splits(self, fit: bool = True, test: bool = True) -> None:
+        """Index now every split that fitting and testing will read: a missing or malformed
+        file (a test set named in the config but absent) then fails before the first training
+        step instead of after the last."""
+        for split in [*STAGE_SPLITS["fit"]] * fit + self.test_split_names * test:
+            self.dataset(split)
+
+    def _check_text(self, split: str) -> None:
+        if self.tokenizer is None or not hasattr(self.tokenizer, "encode"):
+            return
+        coverage = text_coverage(self.text_items(split), self.tokenizer)
+        self.text_coverage[split] = coverage
+        if coverage:
+            warnings.warn(f"{split}: {coverage.describe()}", UnrepresentedTextWarning, stacklevel=3)
+
+    # --- items that fail at load time ------------------------------------------------------
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning's hook, in the main process: take the items that failed to load out of
+        the batch (workers cannot reach this object) and record them."""
+        if isinstance(batch, dict) and SKIPPED in batch:
+            failed = batch.pop(SKIPPED)
+            split = self._split_in_progress(dataloader_idx)
+            if failed and split is not None:
+                self.record_load_skips(split, failed)
+        return batch
+
+    def record_load_skips(self, split: str, items: Iterable[SkippedItem]) -> None:
+        """Add items that failed at load time to ``skipped[split]``, once each (a bad file fails
+        again every epoch), and to those :meth:`take_unreported_skips` returns."""
+        known = self.skipped.setdefault(split, [])
+        for item in items:
+            if item not in known:
+                known.append(item)
+                self._unreported.setdefault(split, []).append(item)
+
+    def take_unreported_skips(self) -> dict[str, list[SkippedItem]]:
+        """The load-time skips recorded since the last call, per split (then forgotten)."""
+        unreported, self._unreported = self._unreported, {}
+        return unreported
+
+    def _split_in_progress(self, dataloader_idx: int) -> str | None:
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        if trainer.training:
+            return "train"
+        if trainer.testing:
+            return self.test_split_names[dataloader_idx]
+        if trainer.validating or trainer.sanity_checking:
+            return "validation"
+        return None
 
     def setup(self, stage: str | None = None) -> None:
         splits = STAGE_SPLITS.get(stage or "")
@@ -118,7 +218,7 @@ class TaskDataModule(L.LightningDataModule):
         """Training: shuffled (sharded under DDP); evaluation: in order, unsharded."""
         train = split == "train"
         dataset = self.dataset(split)
-        sampler = training_sampler(dataset, self.seed) if train else None
+        sampler = self.train_sampler(dataset) if train else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,

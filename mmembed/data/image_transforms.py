@@ -20,13 +20,17 @@ def train_transform(
     brightness: float = 0.2,
     contrast: float = 0.2,
     saturation: float = 0.1,
+    grayscale_p: float = 0.0,
+    erasing_p: float = 0.0,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """Light augmentation that keeps what a caption can say about the image.
 
     No horizontal flip and no hue jitter: captions name directions ("backhand index pointing
-    right") and colours ("green apple", "blue heart"), which those would make wrong.
+    right") and colours ("green apple", "blue heart"), which those would make wrong. Greyscale
+    (``grayscale_p``) has the same problem and is off by default; random erasing
+    (``erasing_p``, a patch set to the mean colour) helps models that latch onto one detail.
     """
     return v2.Compose(
         [
@@ -34,11 +38,29 @@ def train_transform(
             v2.RandomResizedCrop(
                 (image_size, image_size), scale=crop_scale, ratio=(0.9, 1.1), antialias=True
             ),
-            v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation),
+            *photometric_jitter(brightness, contrast, saturation, grayscale_p),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(mean), std=list(std)),
+            *random_erasing(erasing_p),
         ]
     )
+
+
+def photometric_jitter(
+    brightness: float, contrast: float, saturation: float, grayscale_p: float
+) -> list[v2.Transform]:
+    """Colour jitter and random greyscale, the same for every frame of a clip."""
+    steps: list[v2.Transform] = []
+    if brightness or contrast or saturation:
+        steps.append(v2.ColorJitter(brightness, contrast, saturation))
+    if grayscale_p > 0:
+        steps.append(v2.RandomGrayscale(grayscale_p))
+    return steps
+
+
+def random_erasing(erasing_p: float) -> list[v2.Transform]:
+    """Erase one random patch to zero (the mean colour, after normalisation)."""
+    return [v2.RandomErasing(erasing_p, scale=(0.02, 0.2), value=0.0)] if erasing_p > 0 else []
 
 
 def eval_transform(

@@ -7,16 +7,20 @@ the manifest is wrong, and training on the rest would silently drop data.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
+from mmembed.data.text_files import read_text
+
 REQUIRED_KEYS = ("audio_filepath", "text", "duration")
 
 
 class ManifestError(ValueError):
-    """A manifest line that cannot be used; the message names the file and line."""
+    """A manifest line that cannot be used (or a file that is not UTF-8); the message names the
+    file and line."""
 
 
 @dataclass(frozen=True)
@@ -31,12 +35,11 @@ def read_manifest(path: str | PathLike) -> list[ManifestEntry]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    entries = []
-    with path.open(encoding="utf-8") as lines:
-        for number, raw in enumerate(lines, start=1):
-            if raw.strip():
-                entries.append(_parse_line(raw, path, number))
-    return entries
+    # newline=None: universal newlines, as a text-mode file would read them
+    lines = io.StringIO(read_text(path, ManifestError), newline=None)
+    return [
+        _parse_line(raw, path, number) for number, raw in enumerate(lines, start=1) if raw.strip()
+    ]
 
 
 def _parse_line(raw: str, path: Path, number: int) -> ManifestEntry:

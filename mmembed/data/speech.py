@@ -1,9 +1,14 @@
-"""Speech-recognition data: manifest entries -> checked utterances -> duration-bucketed batches."""
+"""Speech-recognition data: manifest entries -> checked utterances -> duration-bucketed batches.
+
+Indexing reads only headers; a file whose header is fine but whose frames do not decode (a
+corrupt FLAC), or whose samples are NaN or infinite, is found when it is loaded and left out of
+its batch as a counted skip (see :mod:`mmembed.data.skips`), or raises with ``strict``.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -13,12 +18,21 @@ import soundfile
 import torch
 import torchaudio
 
-from mmembed.data.audio_io import load_audio
-from mmembed.data.datamodule import TaskDataModule
+from mmembed.data.audio_augment import AudioAugment
+from mmembed.data.audio_io import AudioLoadError, load_audio
+from mmembed.data.datamodule import TaskDataModule, check_positive
 from mmembed.data.manifest import ManifestEntry, read_manifest
 from mmembed.data.sampling import DurationBucketBatchSampler
-from mmembed.data.skips import SkippedItem, SkippedItemsWarning, warn_skipped
-from mmembed.text.tokenizers import Tokenizer, normalize_text
+from mmembed.data.skips import (
+    PATHS,
+    SKIPPED,
+    SkippedItem,
+    SkippedItemsWarning,
+    empty_batch,
+    warn_skipped,
+    without_failed,
+)
+from mmembed.text.tokenizers import Tokenizer, dropped_characters, normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +46,14 @@ class AudioSkipWarning(SkippedItemsWarning):
 
 @dataclass(frozen=True)
 class Utterance:
+    """One usable utterance: ``text`` is the normalised transcript (the training target),
+    ``transcript`` the manifest's own, ``where`` names its manifest line and file."""
+
     audio_path: Path
     text: str
     duration: float
+    where: str = ""
+    transcript: str = ""
 
 
 def index_utterances(
@@ -55,12 +74,13 @@ def index_utterances(
     """
     kept, left_out = [], []
     for entry in entries:
+        where = f"{manifest}:{entry.line}: {entry.audio_path}"
         reason = _problem(entry, min_duration, max_duration, max_text_chars)
         if reason is None:
-            kept.append(Utterance(entry.audio_path, normalize_text(entry.text), entry.duration))
+            text = normalize_text(entry.text)
+            kept.append(Utterance(entry.audio_path, text, entry.duration, where, entry.text))
             continue
-        item = SkippedItem(f"{manifest}:{entry.line}: {entry.audio_path}", reason.split(" (")[0],
-                           reason)  # fmt: skip
+        item = SkippedItem(where, reason.split(" (")[0], reason)
         if strict:
             raise ValueError(str(item))
         left_out.append(item)
@@ -74,6 +94,11 @@ def _problem(
     entry: ManifestEntry, min_duration: float, max_duration: float, max_text_chars: int | None
 ) -> str | None:
     text = normalize_text(entry.text)
+    if not text and dropped_characters(entry.text):
+        return (
+            "unrepresentable transcript (nothing is left after normalisation to a-z, digits and "
+            f"apostrophes: {entry.text!r})"
+        )
     if not text:
         return "empty transcript"
     if max_text_chars is not None and len(text) > max_text_chars:
@@ -98,20 +123,28 @@ def _problem(
 
 
 class SpeechDataset(torch.utils.data.Dataset):
+    """Items ``{"waveform", "tokens", "text", "path"}``; an utterance whose audio fails to load
+    gives a :class:`~mmembed.data.skips.SkippedItem` instead (``strict=True`` raises
+    :class:`AudioLoadError`)."""
+
     def __init__(
         self,
         utterances: Sequence[Utterance],
         sample_rate: int = 16000,
         speed_factors: Sequence[float] | None = None,
+        strict: bool = False,
+        augment: AudioAugment | None = None,
     ):
         self.utterances = list(utterances)
         self.sample_rate = sample_rate
+        self.strict = strict
         self.tokenizer: Tokenizer | None = None
         self.speed = (
             torchaudio.transforms.SpeedPerturbation(sample_rate, list(speed_factors))
             if speed_factors
             else None
         )
+        self.augment = augment if augment is not None and augment.active else None
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -119,21 +152,36 @@ class SpeechDataset(torch.utils.data.Dataset):
     def durations(self) -> list[float]:
         return [u.duration for u in self.utterances]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any] | SkippedItem:
         if self.tokenizer is None:
             raise RuntimeError("SpeechDataset needs a tokenizer: call set_tokenizer() first")
         utterance = self.utterances[index]
-        waveform = load_audio(utterance.audio_path, self.sample_rate)
+        try:
+            waveform = load_audio(utterance.audio_path, self.sample_rate)
+        except AudioLoadError as err:
+            where = utterance.where or str(utterance.audio_path)
+            reason = str(err).removeprefix(f"{utterance.audio_path}: ")
+            if self.strict:
+                raise AudioLoadError(f"{where}: {reason}", err.kind) from err
+            return SkippedItem(where, err.kind, reason)
         if self.speed is not None:
             waveform, _ = self.speed(waveform)
+        if self.augment is not None:
+            waveform = self.augment(waveform)
         return {
             "waveform": waveform,
             "tokens": torch.tensor(self.tokenizer.encode(utterance.text), dtype=torch.long),
             "text": utterance.text,
+            "path": str(utterance.audio_path),
         }
 
 
-def collate_speech(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_speech(items: list[dict[str, Any] | SkippedItem]) -> dict[str, Any]:
+    """Padded ``waveforms``/``tokens`` with their lengths, ``texts``, ``paths``, and
+    ``skipped``: the items that failed to load, left out of the batch."""
+    items, skipped = without_failed(items)
+    if not items:
+        return empty_batch(skipped)
     waveforms = [item["waveform"] for item in items]
     tokens = [item["tokens"] for item in items]
     return {
@@ -142,6 +190,8 @@ def collate_speech(items: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens": torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=0),
         "token_lengths": torch.tensor([len(t) for t in tokens]),
         "texts": [item["text"] for item in items],
+        PATHS: [item["path"] for item in items],
+        SKIPPED: skipped,
     }
 
 
@@ -153,12 +203,18 @@ class SpeechDataModule(TaskDataModule):
             manifest's own folder).
         train_manifest, val_manifest, test_manifest: manifest file names inside ``data_dir``
             (or absolute paths).
+        extra_test_manifests: more test sets, name -> manifest (e.g. ``{"test_slow":
+            "test_slow.jsonl"}``); ``test_dataloader`` then returns one loader per set, the main
+            test set first, in the order :attr:`test_split_names` names them.
         sample_rate: model rate; files at other rates are resampled.
         max_batch_duration: seconds of padded audio per batch (the GPU/CPU memory knob).
         max_batch_size: optional cap on utterances per batch.
         min_duration, max_duration: utterances outside are skipped (counted warning).
         max_text_chars: transcripts longer than this are skipped (counted warning).
         speed_factors: speed perturbation of training audio (e.g. ``[0.9, 1.0, 1.1]``).
+        augment: noise, reverberation, gain and band-limiting of training audio: the arguments
+            of :class:`~mmembed.data.audio_augment.AudioAugment` (e.g. ``{noise_p: 0.5}``);
+            evaluation audio is never augmented.
         num_workers, strict, seed: see :class:`~mmembed.data.datamodule.TaskDataModule`
             (``seed`` also orders the duration buckets).
     """
@@ -169,6 +225,7 @@ class SpeechDataModule(TaskDataModule):
         train_manifest: str = "train.jsonl",
         val_manifest: str = "validation.jsonl",
         test_manifest: str = "test.jsonl",
+        extra_test_manifests: Mapping[str, str] | None = None,
         sample_rate: int = 16000,
         max_batch_duration: float = 160.0,
         max_batch_size: int | None = None,
@@ -176,17 +233,23 @@ class SpeechDataModule(TaskDataModule):
         max_duration: float = 20.0,
         max_text_chars: int | None = 400,
         speed_factors: Sequence[float] | None = None,
+        augment: dict[str, Any] | None = None,
         num_workers: int = 0,
         strict: bool = False,
         seed: int = 0,
     ):
         super().__init__(num_workers=num_workers, strict=strict, seed=seed)
+        if max_batch_size is not None:
+            check_positive("max_batch_size", max_batch_size)
         self.data_dir = Path(data_dir)
         self.manifests = {
             "train": self.data_dir / train_manifest,
             "validation": self.data_dir / val_manifest,
             "test": self.data_dir / test_manifest,
         }
+        self.manifests.update(
+            self.add_extra_tests("extra_test_manifests", extra_test_manifests, self.data_dir)
+        )
         self.sample_rate = sample_rate
         self.max_batch_duration = max_batch_duration
         self.max_batch_size = max_batch_size
@@ -194,6 +257,7 @@ class SpeechDataModule(TaskDataModule):
             min_duration=min_duration, max_duration=max_duration, max_text_chars=max_text_chars
         )
         self.speed_factors = list(speed_factors) if speed_factors else None
+        self.augment = AudioAugment(sample_rate=sample_rate, **(augment or {}))
 
     def build_dataset(self, split: str) -> SpeechDataset:
         manifest = self.manifests[split]
@@ -206,14 +270,23 @@ class SpeechDataModule(TaskDataModule):
         )
         if not utterances:
             raise ValueError(f"{manifest}: no usable utterances")
-        speed = self.speed_factors if split == "train" else None
-        dataset = SpeechDataset(utterances, self.sample_rate, speed)
+        train = split == "train"
+        dataset = SpeechDataset(
+            utterances,
+            self.sample_rate,
+            self.speed_factors if train else None,
+            self.strict,
+            self.augment if train else None,
+        )
         log.info("%s: %d utterances, %.1f h", split, len(dataset), sum(dataset.durations()) / 3600)
         return dataset
 
     def training_texts(self) -> list[str]:
         """Training transcripts, to train the tokenizer on (nothing from validation/test)."""
         return [u.text for u in self.dataset("train").utterances]
+
+    def text_items(self, split: str) -> list[tuple[str, str]]:
+        return [(u.where, u.transcript) for u in self.dataset(split).utterances]
 
     def loader(self, split: str) -> torch.utils.data.DataLoader:
         # Batches of similar duration; the sampler shards them across ranks itself.

@@ -1,25 +1,36 @@
 """Video classification data: annotations -> checked videos -> decoded, augmented clips.
 
-Batches are ``(clips, labels, video_indices)``. Training clips are (B, C, T, H, W), one random
-clip per item. Evaluation clips are (B, K, C, T, H, W) with K = ``num_eval_clips`` uniformly
-spaced clips per video (always 5-D per video, even for K = 1), so a model scores each clip and
-averages over K for the video-level prediction; ``video_indices`` index the split's video list
-(``dataset.videos``) and identify duplicates that a distributed sampler pads in.
+Batches are dicts: ``clips``, ``labels``, ``video_indices``, ``paths`` and ``skipped``.
+Training clips are (B, C, T, H, W), one random clip per item. Evaluation clips are
+(B, K, C, T, H, W) with K = ``num_eval_clips`` uniformly spaced clips per video (always 5-D per
+video, even for K = 1), so a model scores each clip and averages over K for the video-level
+prediction; ``video_indices`` index the split's video list (``dataset.videos``) and identify
+duplicates that a distributed sampler pads in. A video whose header was fine but whose frames
+do not decode is left out of its batch and listed in ``skipped`` (never replaced by another
+video, which would score that one twice).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from mmembed.data.datamodule import TaskDataModule
-from mmembed.data.skips import SkippedItem, SkippedItemsWarning, warn_skipped
+from mmembed.data.skips import (
+    PATHS,
+    SKIPPED,
+    SkippedItem,
+    SkippedItemsWarning,
+    empty_batch,
+    warn_skipped,
+    without_failed,
+)
 from mmembed.data.splits import SPLITS
 from mmembed.data.video_annotations import (
     VideoAnnotationError,
@@ -52,6 +63,14 @@ class VideoRecord:
     label: int
     num_frames: int
     fps: float
+    where: str = ""  # its annotation line and file, for reports
+
+
+class VideoItem(NamedTuple):
+    clip: torch.Tensor  # (C, T, H, W) for training, (K, C, T, H, W) for evaluation
+    label: int
+    video_index: int
+    path: str
 
 
 def index_videos(
@@ -73,6 +92,7 @@ def index_videos(
     labels = label_indices(entries, class_names)
     kept, left_out = [], []
     for entry, label in zip(entries, labels, strict=True):
+        where = entry.where if entry.where == str(entry.path) else f"{entry.where}: {entry.path}"
         try:
             info = probe_video(entry.path) if entry.path.stat().st_size else VideoInfo(0, 0.0)
         except VideoReadError as err:
@@ -85,9 +105,8 @@ def index_videos(
                 reason = f"too short ({info.num_frames} frames, a clip needs {needed})"
                 kind = "too short"
             else:
-                kept.append(VideoRecord(entry.path, label, info.num_frames, info.fps))
+                kept.append(VideoRecord(entry.path, label, info.num_frames, info.fps, where))
                 continue
-        where = entry.where if entry.where == str(entry.path) else f"{entry.where}: {entry.path}"
         item = SkippedItem(where, kind, reason)
         if strict:
             raise VideoReadError(str(item))
@@ -99,15 +118,16 @@ def index_videos(
 
 
 class VideoClassificationDataset(torch.utils.data.Dataset):
-    """Items ``(clip, label, video_index)``.
+    """Items :class:`VideoItem` ``(clip, label, video_index, path)``.
 
     ``train=True``: one random clip (C, T, H, W) per item; the dataset lists each video
     ``clips_per_video`` times, so an epoch sees that many random clips of it.
     ``train=False``: ``num_eval_clips`` uniformly spaced clips (K, C, T, H, W), decoded in one
     pass over the video.
 
-    A video that fails to decode here (its header was fine at indexing) is replaced by the next
-    readable one with a warning naming it; ``strict=True`` raises instead.
+    A video that fails to decode here (its header was fine at indexing) gives a
+    :class:`~mmembed.data.skips.SkippedItem` naming it, which :func:`collate_videos` leaves out
+    of the batch; ``strict=True`` raises :class:`VideoReadError` instead.
     """
 
     def __init__(
@@ -131,7 +151,6 @@ class VideoClassificationDataset(torch.utils.data.Dataset):
         self.num_eval_clips = num_eval_clips
         self.clips_per_video = clips_per_video if train else 1
         self.strict = strict
-        self.unreadable: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.videos) * self.clips_per_video
@@ -145,29 +164,40 @@ class VideoClassificationDataset(torch.utils.data.Dataset):
             starts = self.sampling.uniform_starts(video.num_frames, video.fps, self.num_eval_clips)
         return [self.sampling.indices(s, video.num_frames, video.fps) for s in starts]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        first = index % len(self.videos)
-        for attempt in range(len(self.videos)):
-            video_index = (first + attempt) % len(self.videos)
-            if video_index in self.unreadable:
-                continue
-            try:
-                return self._load(video_index)
-            except VideoReadError as err:
-                if self.strict:
-                    raise
-                self.unreadable.add(video_index)
-                warnings.warn(
-                    f"{err}; using the next video instead", VideoSkipWarning, stacklevel=2
-                )
-        raise VideoReadError(f"none of the {len(self.videos)} videos could be decoded")
+    def __getitem__(self, index: int) -> VideoItem | SkippedItem:
+        video_index = index % len(self.videos)
+        video = self.videos[video_index]
+        try:
+            return self._load(video_index)
+        except VideoReadError as err:
+            where = video.where or str(video.path)
+            reason = str(err).removeprefix(f"{video.path}: ")
+            if self.strict:
+                raise VideoReadError(f"{where}: {reason}") from err
+            return SkippedItem(where, "unreadable", reason)
 
-    def _load(self, video_index: int) -> tuple[torch.Tensor, int, int]:
+    def _load(self, video_index: int) -> VideoItem:
         frames = decode_clips(self.videos[video_index].path, self.clip_indices(video_index))
         # Without a transform the layout is still (..., C, T, H, W), as uint8.
         frames = self.transform(frames) if self.transform else frames.movedim(-4, -3)
         clip = frames[0] if self.train else frames
-        return clip, self.videos[video_index].label, video_index
+        video = self.videos[video_index]
+        return VideoItem(clip, video.label, video_index, str(video.path))
+
+
+def collate_videos(items: Sequence[VideoItem | SkippedItem]) -> dict[str, Any]:
+    """Stacked ``clips``, ``labels`` and ``video_indices``, the ``paths``, and ``skipped``:
+    the items that failed to load, left out of the batch."""
+    items, skipped = without_failed(items)
+    if not items:
+        return empty_batch(skipped)
+    return {
+        "clips": torch.stack([item.clip for item in items]),
+        "labels": torch.tensor([item.label for item in items], dtype=torch.long),
+        "video_indices": torch.tensor([item.video_index for item in items], dtype=torch.long),
+        PATHS: [item.path for item in items],
+        SKIPPED: skipped,
+    }
 
 
 class VideoDataModule(TaskDataModule):
@@ -181,6 +211,9 @@ class VideoDataModule(TaskDataModule):
         train_split, val_split, test_split: CSV file or split folder names inside
             ``data_dir`` (or absolute). Defaults: ``train.csv``/``validation.csv``/``test.csv``
             or folders ``train``/``validation``/``test``.
+        extra_test_splits: more test sets, name -> CSV file or split folder (e.g.
+            ``{"test_ood": "test_ood.csv"}``); ``test_dataloader`` then returns one loader per
+            set, the main test set first, in the order :attr:`test_split_names` names them.
         classes_file: for the CSV layout, a file in ``data_dir`` listing the classes in label
             order; without it, the sorted labels of the training CSV. The folder layout uses
             the sorted class folders of the training split (underscores read as spaces).
@@ -194,6 +227,8 @@ class VideoDataModule(TaskDataModule):
             centre crop for evaluation).
         crop_scale: area range of the training crop.
         horizontal_flip_p: training flip probability; keep 0 when direction is in the label.
+        color_jitter, grayscale_p, erasing_p: training brightness/contrast/saturation jitter
+            strength, greyscale probability and random-erasing probability (all off by default).
         mean, std: the normalisation of the clips (Kinetics' by default, as torchvision's
             video backbones expect); :attr:`image_normalization` reports them.
         batch_size, eval_batch_size, num_workers, strict, seed: see
@@ -207,6 +242,7 @@ class VideoDataModule(TaskDataModule):
         train_split: str | None = None,
         val_split: str | None = None,
         test_split: str | None = None,
+        extra_test_splits: Mapping[str, str] | None = None,
         classes_file: str = "classes.txt",
         frames_per_clip: int = 8,
         frame_stride: int = 2,
@@ -217,6 +253,9 @@ class VideoDataModule(TaskDataModule):
         size: int = 64,
         crop_scale: Sequence[float] = (0.8, 1.0),
         horizontal_flip_p: float = 0.0,
+        color_jitter: float = 0.0,
+        grayscale_p: float = 0.0,
+        erasing_p: float = 0.0,
         mean: Sequence[float] = KINETICS_MEAN,
         std: Sequence[float] = KINETICS_STD,
         batch_size: int = 16,
@@ -235,6 +274,9 @@ class VideoDataModule(TaskDataModule):
             split: self.data_dir / (names[split] or DEFAULT_SPLITS[layout][split])
             for split in SPLITS
         }
+        self.split_paths.update(
+            self.add_extra_tests("extra_test_splits", extra_test_splits, self.data_dir)
+        )
         self.classes_file = classes_file
         self.sampling = ClipSampling(frames_per_clip, frame_stride, target_fps, loop_short_videos)
         self.train_clips_per_video = train_clips_per_video
@@ -242,7 +284,14 @@ class VideoDataModule(TaskDataModule):
         self.image_normalization = dict(mean=tuple(mean), std=tuple(std))
         self.transforms = {
             True: VideoTransform(
-                size, True, tuple(crop_scale), horizontal_flip_p, **self.image_normalization
+                size,
+                True,
+                tuple(crop_scale),
+                horizontal_flip_p,
+                color_jitter=color_jitter,
+                grayscale_p=grayscale_p,
+                erasing_p=erasing_p,
+                **self.image_normalization,
             ),
             False: VideoTransform(size, False, **self.image_normalization),
         }
@@ -258,6 +307,14 @@ class VideoDataModule(TaskDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training videos per class, in label order."""
+        counts = [0] * self.num_classes
+        for video in self.dataset("train").videos:
+            counts[video.label] += 1
+        return counts
 
     def _read_class_names(self) -> list[str]:
         if self.layout == "folders":
@@ -301,3 +358,10 @@ class VideoDataModule(TaskDataModule):
     def training_texts(self) -> list[str]:
         """The class names: the texts a zero-shot text tower embeds."""
         return list(self.class_names)
+
+    def text_items(self, split: str) -> list[tuple[str, str]]:
+        # every split shares the training split's class names
+        return [(f"class {name!r}", name) for name in self.class_names] if split == "train" else []
+
+    def collate_fn(self, split: str) -> Callable:
+        return collate_videos

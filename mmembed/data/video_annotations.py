@@ -16,10 +16,13 @@ would silently drop data. Files that exist but cannot be decoded are the index p
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+
+from mmembed.data.text_files import read_text
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".3gp", ".flv"}
@@ -48,26 +51,26 @@ def read_video_csv(csv_path: str | PathLike) -> list[VideoEntry]:
         raise FileNotFoundError(f"annotation file not found: {csv_path}")
     entries = []
     # utf-8-sig: spreadsheet exports often start with a byte-order mark.
-    with csv_path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file)
-        # line_num counts physical lines, so numbers stay right after blank lines.
-        rows = ((reader.line_num, row) for row in reader if row)
-        header_line, header = next(rows, (1, []))
-        columns = _column_positions(header, csv_path, header_line)
-        for number, row in rows:
-            where = f"{csv_path}:{number}"
-            if len(row) != len(header):
-                raise VideoAnnotationError(
-                    f"{where}: expected {len(header)} columns ({','.join(header)}), "
-                    f"got {len(row)}: {','.join(row)!r}"
-                )
-            path, label = (row[columns[name]].strip() for name in REQUIRED_COLUMNS)
-            if not path or not label:
-                raise VideoAnnotationError(f"{where}: empty path or label")
-            video = Path(path) if Path(path).is_absolute() else csv_path.parent / path
-            if not video.is_file():
-                raise FileNotFoundError(f"{where}: video not found: {video}")
-            entries.append(VideoEntry(video, label, where))
+    text = read_text(csv_path, VideoAnnotationError, encoding="utf-8-sig")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    # line_num counts physical lines, so numbers stay right after blank lines.
+    rows = ((reader.line_num, row) for row in reader if row)
+    header_line, header = next(rows, (1, []))
+    columns = _column_positions(header, csv_path, header_line)
+    for number, row in rows:
+        where = f"{csv_path}:{number}"
+        if len(row) != len(header):
+            raise VideoAnnotationError(
+                f"{where}: expected {len(header)} columns ({','.join(header)}), "
+                f"got {len(row)}: {','.join(row)!r}"
+            )
+        path, label = (row[columns[name]].strip() for name in REQUIRED_COLUMNS)
+        if not path or not label:
+            raise VideoAnnotationError(f"{where}: empty path or label")
+        video = Path(path) if Path(path).is_absolute() else csv_path.parent / path
+        if not video.is_file():
+            raise FileNotFoundError(f"{where}: video not found: {video}")
+        entries.append(VideoEntry(video, label, where))
     return entries
 
 
@@ -114,7 +117,7 @@ def folder_class_names(root: str | PathLike) -> list[str]:
 def read_class_list(path: str | PathLike) -> list[str]:
     """One class name per line (blank lines ignored); the line order gives the label indices."""
     path = Path(path)
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in read_text(path, VideoAnnotationError).splitlines()]
     names = [name for name in names if name]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

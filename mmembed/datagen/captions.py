@@ -6,6 +6,12 @@ That is the number to compare models by, like COCO's test images of familiar kin
 ``test_unseen.json`` holds emoji never seen in training: their names (``flag of peru``,
 ``koala``) can mostly not be inferred from pixels, so it measures how far compositional parts
 (``face with ...``, ``flag of ...``) carry over, and stays low even for a good model.
+
+Two options move whole Unicode categories (a group such as ``Flags``, or one subgroup such as
+``Animals & Nature/animal-mammal``) between corpora, for judging a model on kinds of image it
+was not designed around, and fine-tuning it on them: ``heldout_categories`` keeps them out of
+every split and draws them into ``test_heldout.json`` instead; ``only_categories`` builds a
+corpus of nothing else.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 2
-SPLITS = (*DATA_SPLITS, "test_unseen")
+SPLITS = (*DATA_SPLITS, "test_unseen", "test_heldout")
+# Written only when they have images.
+OPTIONAL_SPLITS = ("test_unseen", "test_heldout")
 IMAGES_DIR = "images"
 DEFAULT_OUT_DIR = Path("data/generated/captions")
 DEFAULT_SPEC: dict[str, Any] = dict(
@@ -56,7 +64,12 @@ DEFAULT_SPEC: dict[str, Any] = dict(
     include_skin_tones=False,
     max_emoji=None,
     font_path=None,
+    heldout_categories=(),
+    only_categories=None,
 )
+# The rendering number of the held-out images: one no split draws, so a test_heldout image is
+# never an image that a corpus of those categories (only_categories) trains on.
+HELDOUT_RENDERING = 1000
 # The glyph covers this fraction of the image side, so its position and size vary a little.
 GLYPH_SCALE_RANGE = (0.7, 0.9)
 # Light, mostly pastel backgrounds: a dark one would hide the black outlines many emoji have.
@@ -101,8 +114,19 @@ def _normalized_spec(**spec: Any) -> dict[str, Any]:
     if full["font_path"] is not None:
         full["font_path"] = str(full["font_path"])
     full["include_skin_tones"] = bool(full["include_skin_tones"])
+    full["heldout_categories"] = _category_list(full["heldout_categories"], "heldout_categories")
+    if full["only_categories"] is not None:
+        full["only_categories"] = _category_list(full["only_categories"], "only_categories")
+        if not full["only_categories"]:
+            raise ValueError("only_categories must name at least one category (or be None)")
     full["version"] = GENERATOR_VERSION
     return full
+
+
+def _category_list(categories: Any, option: str) -> list[str]:
+    if isinstance(categories, str):
+        raise TypeError(f"{option} must be a list of categories, not the string {categories!r}")
+    return [str(category) for category in categories or ()]
 
 
 def build_caption_corpus(
@@ -116,6 +140,8 @@ def build_caption_corpus(
     include_skin_tones: bool = DEFAULT_SPEC["include_skin_tones"],
     max_emoji: int | None = DEFAULT_SPEC["max_emoji"],
     font_path: str | os.PathLike | None = DEFAULT_SPEC["font_path"],
+    heldout_categories: Sequence[str] = DEFAULT_SPEC["heldout_categories"],
+    only_categories: Sequence[str] | None = DEFAULT_SPEC["only_categories"],
 ) -> Path:
     """Render the corpus into ``out_dir`` (replacing a corpus there) and return ``out_dir``.
 
@@ -135,9 +161,16 @@ def build_caption_corpus(
 
     Both draws are stratified by Unicode subgroup, and skin-tone variants of one emoji are
     treated as one (they share their seen/unseen and evaluation fate). ``max_emoji`` keeps a
-    random subset of that many emoji (tone variants count once). The output is identical for
-    the same arguments and installed data. It is written to a temporary sibling folder and
-    renamed into place at the end, so an interrupted run leaves no half-written corpus.
+    random subset of that many emoji (tone variants count once).
+
+    Categories are Unicode groups (``"Flags"``) or ``"group/subgroup"`` names
+    (``"Animals & Nature/animal-bird"``), as emoji-test.txt lists them. ``only_categories``
+    keeps only the emoji of those; every emoji of the ``heldout_categories`` is left out of
+    all the splits above and drawn once (its own rendering) into ``test_heldout.json``.
+
+    The output is identical for the same arguments and installed data (the options above
+    never change how an emoji they keep is drawn). It is written to a temporary sibling folder
+    and renamed into place at the end, so an interrupted run leaves no half-written corpus.
     """
     spec = _normalized_spec(
         seed=seed,
@@ -148,34 +181,65 @@ def build_caption_corpus(
         include_skin_tones=include_skin_tones,
         max_emoji=max_emoji,
         font_path=font_path,
+        heldout_categories=heldout_categories,
+        only_categories=only_categories,
     )
     out_dir = Path(out_dir)
     corpus_folder.check_is_generated(out_dir, __name__)
     started = time.perf_counter()
     font_file = find_emoji_font(spec["font_path"])
     catalog = emoji_catalog(font_file, include_skin_tones=spec["include_skin_tones"])
-    catalog = _subset(catalog, spec["max_emoji"], seed)
+    if spec["only_categories"] is not None:
+        catalog = _in_categories(catalog, spec["only_categories"], "only_categories")
+    heldout = _in_categories(catalog, spec["heldout_categories"], "heldout_categories")
+    heldout_texts = {emoji.text for emoji in heldout}
+    kept = [emoji for emoji in catalog if emoji.text not in heldout_texts]
+    catalog = _subset(kept, spec["max_emoji"], seed)
+    # Appended last, so the images before them keep their ids.
     plan = _rendering_plan(catalog, spec)
+    plan += [(emoji, HELDOUT_RENDERING, "test_heldout") for emoji in heldout]
     with corpus_folder.staging(out_dir, __name__) as staging:
         (staging / IMAGES_DIR).mkdir()
         coco = {split: _empty_coco(split) for split in SPLITS}
         skipped = _render_all(plan, coco, staging, font_file, spec)
-        for split, data in coco.items():
-            if split != "test_unseen" or data["images"]:
-                _write_json(staging / f"{split}.json", data)
+        written = {
+            split: data
+            for split, data in coco.items()
+            if split not in OPTIONAL_SPLITS or data["images"]
+        }
+        for split, data in written.items():
+            _write_json(staging / f"{split}.json", data)
         corpus_folder.write_info(
             staging,
             __name__,
             spec,
             {
                 split: {"images": len(data["images"]), "captions": len(data["annotations"])}
-                for split, data in coco.items()
+                for split, data in written.items()
             },
             skipped_blank=skipped,
             sources=_sources(font_file),
             seconds=round(time.perf_counter() - started, 2),
         )
     return out_dir
+
+
+def _in_categories(catalog: list[Emoji], categories: Sequence[str], option: str) -> list[Emoji]:
+    """The emoji of ``catalog`` in any of ``categories`` (groups or group/subgroup names)."""
+    wanted = set(categories)
+    groups = {emoji.category.split("/", 1)[0] for emoji in catalog}
+    unknown = sorted(wanted - groups - {emoji.category for emoji in catalog})
+    if unknown:
+        raise ValueError(
+            f"{option}: no emoji in the categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+            f"use a Unicode group {sorted(groups - {''})} or a 'group/subgroup' of emoji-test.txt "
+            f"({EMOJI_TEST_FILE}, Debian unicode-data)"
+        )
+    return [
+        emoji
+        for emoji in catalog
+        if emoji.category in wanted or emoji.category.split("/", 1)[0] in wanted
+    ]
 
 
 def _subset(catalog: list[Emoji], max_emoji: int | None, seed: int) -> list[Emoji]:
@@ -401,6 +465,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--font-path", default=None, help="emoji font file; omit for the system's Noto Color Emoji"
     )
     parser.add_argument(
+        "--heldout-categories",
+        nargs="*",
+        default=list(DEFAULT_SPEC["heldout_categories"]),
+        metavar="CATEGORY",
+        help="Unicode groups or group/subgroup names kept out of every split, drawn into "
+        "test_heldout.json (e.g. Flags 'Animals & Nature')",
+    )
+    parser.add_argument(
+        "--only-categories",
+        nargs="+",
+        default=DEFAULT_SPEC["only_categories"],
+        metavar="CATEGORY",
+        help="build the corpus from these categories only",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="rebuild even if an identical corpus is there"
     )
 
@@ -415,6 +494,8 @@ def run(args: argparse.Namespace) -> Path:
         include_skin_tones=args.include_skin_tones,
         max_emoji=args.max_emoji,
         font_path=args.font_path,
+        heldout_categories=args.heldout_categories,
+        only_categories=args.only_categories,
     )
     build = build_caption_corpus if args.force else ensure_caption_corpus
     return build(args.out, **spec)

@@ -8,13 +8,19 @@
   leaves a folder that looks complete, and readers never see half old, half new data.
 - A folder that holds anything but a corpus of the same generator is never replaced.
 - ``ensure`` functions rebuild only when the spec differs: :func:`is_current`.
+- The processes of one machine that ask for the same corpus (the ranks of a DDP job) take the
+  lock at :func:`lock_path`, outside the data folder: a corpus built elsewhere may sit in a
+  folder this run cannot write to, and reading it must not need to.
+- A build that fails (a full disk) names the folder it was writing in its error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +60,16 @@ def check_is_generated(out_dir: str | os.PathLike, generator: str) -> None:
         )
 
 
+def lock_path(out_dir: str | os.PathLike) -> Path:
+    """The lock file of ``out_dir``'s corpus step: in this user's lock folder in the machine's
+    temporary directory (one lock per machine, like the build), named after the corpus folder
+    and a hash of its absolute path; nothing is written into or beside the data folder."""
+    resolved = Path(out_dir).resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"mmembed-locks-{os.getuid()}"
+    return folder / f"{resolved.name}-{digest}.lock"
+
+
 def _sibling(path: Path, role: str) -> Path:
     """A hidden, per-process work folder next to ``path``, cleared of leftovers."""
     sibling = path.with_name(f".{path.name}.{role}-{os.getpid()}")
@@ -75,6 +91,14 @@ def staging(out_dir: str | os.PathLike, generator: str) -> Iterator[Path]:
         if not (folder / INFO_FILE).is_file():
             raise RuntimeError(f"{generator} wrote no {INFO_FILE}: the corpus is incomplete")
         _replace(folder, out_dir, generator)
+    except Exception as err:
+        # Writers' own errors rarely name the file (soundfile, a full disk's "[Errno 28]").
+        free = shutil.disk_usage(folder.parent).free
+        err.add_note(
+            f"while building the {generator} corpus for {out_dir} in {folder} "
+            f"({free / 2**20:.0f} MiB free on that disk)"
+        )
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

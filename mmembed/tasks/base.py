@@ -13,6 +13,7 @@ from typing import Any, Required, TypedDict
 import lightning as L
 import torch
 
+from mmembed.data.skips import PATHS
 from mmembed.embedding import SharedEmbedding
 from mmembed.tasks.optim import configure_optimizers, extend_schedules_to_run_length
 from mmembed.text.tokenizers import Tokenizer
@@ -81,6 +82,8 @@ class TokenTableTask(L.LightningModule):
         self.optimizer_factory = optimizer or default_optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        # submodule name -> learning-rate multiplier (set by mmembed.callbacks.FreezeSchedule)
+        self.lr_factors: dict[str, float] = {}
 
     def configure_optimizers(self):
         return configure_optimizers(
@@ -89,6 +92,7 @@ class TokenTableTask(L.LightningModule):
             self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
             self.scheduler_interval,
+            lr_factors=self.lr_factors,
         )
 
     def on_train_start(self) -> None:
@@ -96,6 +100,36 @@ class TokenTableTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokenizer"] = self.tokenizer.to_dict()
+
+    def test_split_names(self) -> list[str]:
+        """The name of every test loader, in order: the data module's ``test_split_names``
+        (e.g. ``["test", "test_unseen"]``), ``test_<i>`` for any beyond them. Metrics of each
+        are logged under its name (``test_unseen/cer``)."""
+        count = len(self.trainer.num_test_batches)
+        names = list(getattr(self.trainer.datamodule, "test_split_names", None) or ["test"])
+        names += [f"test_{index}" for index in range(len(names), count)]
+        return names[:count]
+
+    def nothing_to_learn(self) -> torch.Tensor:
+        """The loss of a training batch whose items all failed to load: zero, but reaching
+        every trainable parameter, so DDP ranks still meet in the gradient all-reduce
+        (returning None from one rank's step would hang the others). The optimizer still
+        steps, with zero gradients."""
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
+    def log_scored_items(self, split: str, count: int) -> None:
+        """``<split>/items``: how many items the split's metrics scored, i.e. those that loaded
+        (the final report shows it beside the scores)."""
+        self.log(
+            f"{split}/items", float(count), reduce_fx="sum", on_epoch=True,
+            batch_size=count, add_dataloader_idx=False,
+        )  # fmt: skip
+
+
+def is_empty(batch: Any) -> bool:
+    """Whether every item of ``batch`` failed to load (the data module counted them as skips;
+    the batch holds no tensors)."""
+    return isinstance(batch, dict) and not batch.get(PATHS, True)
 
 
 def log_examples(

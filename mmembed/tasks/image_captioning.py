@@ -25,7 +25,7 @@ from mmembed.models.decoding import CaptionDecoding, Hypothesis
 from mmembed.models.decoding.cached import cached_beam_search
 from mmembed.models.decoding.options import as_options
 from mmembed.models.text_decoder import TransformerTextDecoder
-from mmembed.tasks.base import TokenTableArgs, TokenTableTask, log_examples
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty, log_examples
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ class ImageCaptioning(TokenTableTask):
     # --- Lightning hooks -------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if is_empty(batch):
+            return self.nothing_to_learn()
         loss = self.teacher_forcing_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["captions"]))
         return loss
@@ -182,6 +184,8 @@ class ImageCaptioning(TokenTableTask):
     def _evaluate(
         self, batch: dict[str, Any], split: str, beam: int, num_batches: int | float
     ) -> None:
+        if is_empty(batch):
+            return
         memory = self(batch["images"])
         loss = self.teacher_forcing_loss(batch, memory)
         hypotheses = [
@@ -198,6 +202,7 @@ class ImageCaptioning(TokenTableTask):
             sync_dist=True,
             add_dataloader_idx=False,
         )
+        self.log_scored_items(split, size)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._keep_samples(split, batch, hypotheses, num_batches)
 
@@ -263,12 +268,8 @@ class ImageCaptioning(TokenTableTask):
         self._finish_split("val", f"val_epoch_{self.current_epoch:03d}")
 
     def on_test_epoch_start(self) -> None:
-        # A data module may add test sets (e.g. unseen emoji) and name them in loader order.
         # Every rank builds every accumulator, so each takes part in every gather.
-        count = len(self.trainer.num_test_batches)
-        names = list(getattr(self.trainer.datamodule, "test_split_names", None) or ["test"])
-        names += [f"test_{index}" for index in range(len(names), count)]
-        self._test_splits = names[:count]
+        self._test_splits = self.test_split_names()
         for split in self._test_splits:
             self.caption_metrics[split] = CaptionMetrics().to(self.device)
 

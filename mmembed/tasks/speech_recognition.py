@@ -22,7 +22,7 @@ from mmembed.models.decoding.options import as_options
 from mmembed.models.decoding.speech import SpeechDecoder
 from mmembed.models.heads import TiedLogits
 from mmembed.models.text_decoder import TransformerTextDecoder
-from mmembed.tasks.base import TokenTableArgs, TokenTableTask, log_examples
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty, log_examples
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,9 @@ class SpeechRecognition(TokenTableTask):
             raise ValueError("decoding.method='attention' needs a decoder")
         self._speech_decoder: SpeechDecoder | None = None
         self.num_logged_examples = num_logged_examples
-        self.metrics = nn.ModuleDict(
-            {
-                f"{split}_{name}": metric()
-                for split in ("val", "test")
-                for name, metric in (("wer", WordErrorRate), ("cer", CharErrorRate))
-            }
-        )
+        self.metrics = nn.ModuleDict()
+        self._add_split_metrics("val")
+        self._test_splits = ["test"]
 
     # --- model -----------------------------------------------------------------------------
 
@@ -174,6 +170,8 @@ class SpeechRecognition(TokenTableTask):
     # --- Lightning hooks -------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if is_empty(batch):
+            return self.nothing_to_learn()
         encoded = self.encode(batch["waveforms"], batch["waveform_lengths"])
         loss, parts = self._losses(batch, *encoded)
         size = len(batch["texts"])
@@ -184,6 +182,8 @@ class SpeechRecognition(TokenTableTask):
         return loss
 
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
+        if is_empty(batch):
+            return
         encoded = self.encode(batch["waveforms"], batch["waveform_lengths"])
         loss, _ = self._losses(batch, *encoded)
         hypotheses = self._decode(*encoded)
@@ -191,19 +191,32 @@ class SpeechRecognition(TokenTableTask):
         self.metrics[f"{split}_wer"].update(hypotheses, references)
         self.metrics[f"{split}_cer"].update(hypotheses, references)
         size = len(references)
-        self.log(f"{split}/loss", loss, prog_bar=split == "val", batch_size=size, sync_dist=True)
-        self.log(f"{split}/wer", self.metrics[f"{split}_wer"], batch_size=size)
-        self.log(f"{split}/cer", self.metrics[f"{split}_cer"], prog_bar=True, batch_size=size)
+        logged = dict(batch_size=size, add_dataloader_idx=False)
+        self.log(f"{split}/loss", loss, prog_bar=split == "val", sync_dist=True, **logged)
+        self.log(f"{split}/wer", self.metrics[f"{split}_wer"], **logged)
+        self.log(f"{split}/cer", self.metrics[f"{split}_cer"], prog_bar=True, **logged)
+        self.log_scored_items(split, size)
         if batch_idx == 0 and self.num_logged_examples and self.trainer.is_global_zero:
             log_examples(
                 split, self.current_epoch, references, hypotheses, self.num_logged_examples
             )
 
+    def _add_split_metrics(self, split: str) -> None:
+        for name, metric in (("wer", WordErrorRate), ("cer", CharErrorRate)):
+            if f"{split}_{name}" not in self.metrics:
+                self.metrics[f"{split}_{name}"] = metric().to(self.device)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
+    def on_test_epoch_start(self) -> None:
+        # a data module may add test sets (a held-out voice, another synthesiser)
+        self._test_splits = self.test_split_names()
+        for split in self._test_splits:
+            self._add_split_metrics(split)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, batch_idx, self._test_splits[dataloader_idx])
 
 
 def _padding_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
 from mmembed.models.heads import ScaledCosineLogits
 from mmembed.models.text_encoder import LabelTextEncoder
-from mmembed.tasks.base import TokenTableArgs, TokenTableTask
+from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class VideoClassification(TokenTableTask):
         text_projection: a linear layer on the pooled label embedding (``head="text"``).
         learn_temperature: learn the logit scale (CLIP's: starts at ``1 / 0.07``, capped at 100).
         label_smoothing: of the cross-entropy.
+        class_weights: ``"balanced"``: weight the training loss of each class by the inverse
+            of its share of the training videos (the data module's ``class_counts``), so an
+            unbalanced set does not push every doubt into the majority class; None: unweighted.
         confusion_matrix_dir: where the video-level confusion-matrix PNGs go
             (``val_epoch_NNN.png`` every validation, ``test.png``); None = ``<run
             folder>/confusion_matrices`` (the trainer's ``default_root_dir``).
@@ -58,6 +61,7 @@ class VideoClassification(TokenTableTask):
         text_projection: bool = True,
         learn_temperature: bool = True,
         label_smoothing: float = 0.0,
+        class_weights: str | None = None,
         confusion_matrix_dir: str | None = None,
         **shared: Unpack[TokenTableArgs],
     ):
@@ -70,9 +74,14 @@ class VideoClassification(TokenTableTask):
         self.cosine_head = ScaledCosineLogits(learnable=learn_temperature)
         self.linear_head: nn.Linear | None = None
         self.label_smoothing = label_smoothing
+        if class_weights not in (None, "balanced"):
+            raise ValueError(f"class_weights must be 'balanced' or None, got {class_weights!r}")
+        self.class_weights = class_weights
+        self.register_buffer("loss_weights", None, persistent=False)
         self.confusion_matrix_dir = confusion_matrix_dir
         self.class_names: list[str] = []
         self.metrics = nn.ModuleDict()
+        self._test_splits = ["test"]
         if class_names is not None:
             self.set_class_names(class_names)
 
@@ -88,19 +97,22 @@ class VideoClassification(TokenTableTask):
         self.class_names = names
         if self.head == "linear":
             self.linear_head = nn.Linear(self.width, len(names))
-        self.metrics = self._build_metrics(len(names))
-
-    @staticmethod
-    def _build_metrics(num_classes: int) -> nn.ModuleDict:
-        metrics: dict[str, nn.Module] = {}
+        self.metrics = nn.ModuleDict()
         for split in ("val", "test"):
-            for level in ("clip", "video"):
-                for k in (1, 5):
-                    metrics[f"{split}_{level}_top{k}"] = MulticlassAccuracy(
-                        num_classes, top_k=min(k, num_classes), average="micro"
-                    )
-            metrics[f"{split}_confusion"] = MulticlassConfusionMatrix(num_classes)
-        return nn.ModuleDict(metrics)
+            self._add_split_metrics(split)
+
+    def _add_split_metrics(self, split: str) -> None:
+        if f"{split}_confusion" in self.metrics:
+            return
+        num_classes = len(self.class_names)
+        for level in ("clip", "video"):
+            for k in (1, 5):
+                self.metrics[f"{split}_{level}_top{k}"] = MulticlassAccuracy(
+                    num_classes, top_k=min(k, num_classes), average="micro"
+                ).to(self.device)
+        self.metrics[f"{split}_confusion"] = MulticlassConfusionMatrix(num_classes).to(
+            self.device
+        )
 
     def setup(self, stage: str) -> None:
         if not self.class_names:
@@ -112,6 +124,11 @@ class VideoClassification(TokenTableTask):
                     "module that has a class_names property"
                 )
             self.set_class_names(names)
+        if self.class_weights == "balanced" and stage == "fit":
+            counts = torch.tensor(self.trainer.datamodule.class_counts, dtype=torch.float32)
+            self.loss_weights = balanced_weights(counts).to(self.device)
+            rounded = [round(w, 3) for w in self.loss_weights.tolist()]
+            log.info("class weights (balanced): %s", rounded)
 
     # --- model -------------------------------------------------------------------------------
 
@@ -142,10 +159,14 @@ class VideoClassification(TokenTableTask):
 
     # --- Lightning hooks ---------------------------------------------------------------------
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        clips, labels, _ = batch
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if is_empty(batch):
+            return self.nothing_to_learn()
+        clips, labels = batch["clips"], batch["labels"]
         logits = self(clips)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(
+            logits.float(), labels, weight=self.loss_weights, label_smoothing=self.label_smoothing
+        )
         size = labels.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/top1", (logits.argmax(-1) == labels).float().mean(), batch_size=size)
@@ -153,34 +174,48 @@ class VideoClassification(TokenTableTask):
             self.log("train/logit_scale", self.cosine_head.scale, batch_size=size)
         return loss
 
-    def _evaluate(self, batch: Sequence[torch.Tensor], split: str) -> None:
-        clips, labels, _ = batch  # clips (B, K, 3, T, H, W)
+    def _evaluate(self, batch: dict[str, Any], split: str) -> None:
+        if is_empty(batch):
+            return
+        clips, labels = batch["clips"], batch["labels"]  # clips (B, K, 3, T, H, W)
         batch_size, num_clips = clips.shape[:2]
         clip_logits = self(clips.flatten(0, 1)).float()
         clip_labels = labels.repeat_interleave(num_clips)
         loss = F.cross_entropy(clip_logits, clip_labels)
         video_scores = video_level_scores(clip_logits.view(batch_size, num_clips, -1))
-        self.log(f"{split}/loss", loss, batch_size=batch_size * num_clips, sync_dist=True)
+        per_clip = dict(batch_size=batch_size * num_clips, add_dataloader_idx=False)
+        per_video = dict(batch_size=batch_size, add_dataloader_idx=False)
+        self.log(f"{split}/loss", loss, sync_dist=True, **per_clip)
         for k in (1, 5):
             clip_metric = self.metrics[f"{split}_clip_top{k}"]
             video_metric = self.metrics[f"{split}_video_top{k}"]
             clip_metric.update(clip_logits, clip_labels)
             video_metric.update(video_scores, labels)
-            self.log(f"{split}/clip_top{k}", clip_metric, batch_size=batch_size * num_clips)
-            self.log(f"{split}/video_top{k}", video_metric, prog_bar=k == 1, batch_size=batch_size)
+            self.log(f"{split}/clip_top{k}", clip_metric, **per_clip)
+            self.log(f"{split}/video_top{k}", video_metric, prog_bar=k == 1, **per_video)
         self.metrics[f"{split}_confusion"].update(video_scores.argmax(-1), labels)
+        self.log_scored_items(split, batch_size)
 
-    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
-    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def on_test_epoch_start(self) -> None:
+        # a data module may add test sets (e.g. clips rendered in an unseen style)
+        self._test_splits = self.test_split_names()
+        for split in self._test_splits:
+            self._add_split_metrics(split)
+
+    def test_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluate(batch, self._test_splits[dataloader_idx])
 
     def on_validation_epoch_end(self) -> None:
         self._save_confusion("val", f"val_epoch_{self.current_epoch:03d}")
 
     def on_test_epoch_end(self) -> None:
-        self._save_confusion("test", "test")
+        for split in self._test_splits:
+            self._save_confusion(split, split)
 
     def _save_confusion(self, split: str, file_stem: str) -> None:
         metric = self.metrics[f"{split}_confusion"]
@@ -210,3 +245,10 @@ class VideoClassification(TokenTableTask):
         # Runs before the state dict is loaded: a linear head must exist at the saved size.
         if checkpoint.get("class_names"):
             self.set_class_names(checkpoint["class_names"])
+
+
+def balanced_weights(counts: torch.Tensor) -> torch.Tensor:
+    """Per-class loss weights ``N / (K * count)`` (scikit-learn's "balanced"); a class with no
+    training videos gets weight 0."""
+    total, classes = counts.sum(), (counts > 0).sum()
+    return torch.where(counts > 0, total / (classes * counts.clamp_min(1)), 0.0)

@@ -24,6 +24,8 @@ from typing import Literal, Protocol
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from mmembed.artifacts import write_atomically
+
 SPECIAL_TOKENS = ("<blank>", "<unk>", "<s>", "</s>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 BLANK_ID = PAD_ID
@@ -33,15 +35,30 @@ _SPACES = re.compile(r"\s+")
 
 
 def normalize_text(text: str) -> str:
-    """Lowercase, fold accents, keep letters, digits and apostrophes, collapse spaces.
+    """Lowercase, fold accents, keep letters a-z, digits and apostrophes, collapse spaces.
 
     The same normalisation runs on training targets and on references at scoring time, so
     WER/BLEU never count case or punctuation differences the model was never asked to produce.
+    Digits stay digits (they are not spelled out as words); letters outside a-z after folding
+    (other scripts, "ß", "æ") are dropped: :func:`dropped_characters` names them, and the data
+    modules report them per split.
     """
+    return _SPACES.sub(" ", _NOT_WORD.sub(" ", _fold(text))).strip()
+
+
+def dropped_characters(text: str) -> list[str]:
+    """The letters and digits of ``text`` that :func:`normalize_text` drops (after folding
+    accents and case), in order: what a model trained on normalised text never sees. Spaces,
+    punctuation and symbols are dropped by design and not listed."""
+    return [
+        ch for ch in _fold(text) if _NOT_WORD.fullmatch(ch) and unicodedata.category(ch)[0] in "LN"
+    ]
+
+
+def _fold(text: str) -> str:
+    """Compatibility-decompose, drop combining marks (accents), lowercase."""
     text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    text = _NOT_WORD.sub(" ", text)
-    return _SPACES.sub(" ", text).strip()
+    return "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
 
 
 class Tokenizer(Protocol):
@@ -213,9 +230,4 @@ def load_tokenizer_dict(data: dict, source: str = "<dict>") -> Tokenizer:
 
 
 def _write_json(path: str | PathLike, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False))
-    tmp.replace(path)
-    return path
+    return write_atomically(path, json.dumps(data, ensure_ascii=False))

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.bad_files import latin1_text
 from mmembed.data.coco import (
     CocoCaptionDataModule,
     CocoCaptionDataset,
@@ -32,6 +33,7 @@ from mmembed.metrics.captioning import (
 )
 
 SPLITS = ("train", "validation", "test", "test_unseen")
+HELDOUT_SPLITS = (*SPLITS, "test_heldout")
 TINY_SPEC = dict(seed=3, image_size=16, max_emoji=12)
 # 12 emoji: 1 unseen (10%, at least one), 11 seen with 2 training renderings each, and held-out
 # renderings of 15% of the seen emoji in validation and in test (1.65 each, rounded by largest
@@ -125,6 +127,86 @@ def test_no_unseen_split_when_its_fraction_is_zero(tmp_path: Path) -> None:
     stamp = (corpus / "corpus.json").stat().st_mtime_ns
     caption_corpus.ensure_caption_corpus(corpus, **spec)  # complete without it: reused
     assert (corpus / "corpus.json").stat().st_mtime_ns == stamp
+
+
+# Two small categories: a Unicode subgroup, and a group given as group/subgroup.
+HELDOUT = ["Animals & Nature/animal-bird", "Flags/subdivision-flag"]
+
+
+def _in_heldout(category: str) -> bool:
+    return category in HELDOUT or category.split("/")[0] in HELDOUT
+
+
+@pytest.fixture(scope="module")
+def heldout_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _font_or_fail()
+    return caption_corpus.build_caption_corpus(
+        tmp_path_factory.mktemp("heldout") / "captions", **TINY_SPEC, heldout_categories=HELDOUT
+    )
+
+
+def test_default_corpus_has_no_heldout_split(tiny_corpus: Path) -> None:
+    assert not (tiny_corpus / "test_heldout.json").exists()
+    assert "test_heldout" not in caption_corpus.read_corpus_info(tiny_corpus)["counts"]
+
+
+def test_heldout_categories_appear_only_in_test_heldout(heldout_corpus: Path) -> None:
+    images = {split: _load_split(heldout_corpus, split)["images"] for split in HELDOUT_SPLITS}
+    catalog = emoji_catalog(_font_or_fail())
+    heldout_emoji = [emoji.text for emoji in catalog if _in_heldout(emoji.category)]
+    assert len(heldout_emoji) > 10
+    # every emoji of the held-out categories, once, and nothing else
+    assert [image["emoji"] for image in images["test_heldout"]] == heldout_emoji
+    for split in SPLITS:
+        assert images[split] and not any(_in_heldout(i["category"]) for i in images[split])
+    # the rest is a max_emoji=12 corpus of the other categories, as before
+    counts = caption_corpus.read_corpus_info(heldout_corpus)["counts"]
+    assert {split: c["images"] for split, c in counts.items()} == {
+        **TINY_COUNTS,
+        "test_heldout": len(heldout_emoji),
+    }
+    ids = [image["id"] for split in HELDOUT_SPLITS for image in images[split]]
+    assert len(ids) == len(set(ids))
+    for image in images["test_heldout"]:
+        assert image["rendering"] == caption_corpus.HELDOUT_RENDERING
+        assert (heldout_corpus / "images" / image["file_name"]).is_file()
+    annotations = _load_split(heldout_corpus, "test_heldout")["annotations"]
+    assert {a["image_id"] for a in annotations} == {i["id"] for i in images["test_heldout"]}
+
+    module = CocoCaptionDataModule(
+        heldout_corpus, image_size=16, extra_test_files={"test_heldout": "test_heldout.json"}
+    )
+    assert module.test_split_names == ["test", "test_heldout"]
+    assert len(module.records("test_heldout")) == len(heldout_emoji)
+
+
+def test_only_categories_builds_a_corpus_of_the_heldout_ones(
+    heldout_corpus: Path, tmp_path: Path
+) -> None:
+    corpus = caption_corpus.build_caption_corpus(
+        tmp_path / "new", seed=3, image_size=16, only_categories=HELDOUT
+    )
+    heldout = _load_split(heldout_corpus, "test_heldout")["images"]
+    new = {split: _load_split(corpus, split)["images"] for split in SPLITS}
+    assert {i["emoji"] for images in new.values() for i in images} == {i["emoji"] for i in heldout}
+    assert all(_in_heldout(i["category"]) for images in new.values() for i in images)
+    # the held-out test images are renderings this corpus never trains on (or tests on)
+    pictures = {
+        (corpus / "images" / i["file_name"]).read_bytes() for images in new.values() for i in images
+    }
+    for image in heldout:
+        assert (heldout_corpus / "images" / image["file_name"]).read_bytes() not in pictures
+
+
+def test_category_options_are_checked() -> None:
+    _font_or_fail()
+    with pytest.raises(ValueError, match=r"no emoji in the category \['Flagz'\].*'Flags'"):
+        caption_corpus.build_caption_corpus("unused", heldout_categories=["Flagz"])
+    with pytest.raises(TypeError, match="not the string 'Flags'"):
+        caption_corpus.build_caption_corpus("unused", heldout_categories="Flags")
+    with pytest.raises(ValueError, match="at least one category"):
+        caption_corpus.build_caption_corpus("unused", only_categories=[])
+    assert not Path("unused").exists()
 
 
 def test_corpus_is_deterministic_and_ensure_reuses_it(
@@ -267,6 +349,10 @@ def test_invalid_json_and_missing_keys_name_the_file(coco_dir: Path) -> None:
     no_images.write_text('{"annotations": []}', encoding="utf-8")
     with pytest.raises(CocoFormatError, match=r"no_images\.json: 'images' must be a list"):
         load_coco_captions(no_images, coco_dir / "images")
+    latin1 = coco_dir / "latin1.json"
+    latin1_text(latin1, '{"images": [],\n "annotations": [{"caption": "caf\u00e9"}]}')
+    with pytest.raises(CocoFormatError, match=r"latin1\.json:2: not UTF-8 text"):
+        load_coco_captions(latin1, coco_dir / "images")
     bad_id = _write_coco(coco_dir, [{"id": "1", "file_name": "1.png"}], [])
     with pytest.raises(CocoFormatError, match=r"images\[0\]: 'id' must be int"):
         load_coco_captions(bad_id, coco_dir / "images")
@@ -421,7 +507,7 @@ def test_caption_metrics_accumulates_and_dedupes() -> None:
     assert hypotheses == {1: REFERENCES[1][0], 2: "a dög", 3: REFERENCES[3][0]}
     assert references == REFERENCES
     result = metric.compute()
-    expected = caption_scores(hypotheses, references)
+    expected = {**caption_scores(hypotheses, references), "diversity": 1.0}
     assert {k: float(v) for k, v in result.items()} == pytest.approx(expected)
     metric.reset()
     assert metric.texts() == ({}, {})
@@ -456,10 +542,10 @@ def test_caption_metrics_gathers_across_ddp_ranks(tmp_path: Path) -> None:
     )
     full, split = json.loads(out_file.read_text())
     assert full == pytest.approx(
-        caption_scores({k: v[0] for k, v in REFERENCES.items()}, REFERENCES)
+        {**caption_scores({k: v[0] for k, v in REFERENCES.items()}, REFERENCES), "diversity": 1.0}
     )
     expected = caption_scores({1: "an apple", 2: "a dog", 3: "a flag"}, REFERENCES)
-    assert split == pytest.approx(expected)
+    assert split == pytest.approx({**expected, "diversity": 1.0})
 
 
 def test_caption_grid_png(tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ import pytest
 import soundfile
 import torch
 
+from helpers.bad_files import latin1_text
 from mmembed.data.manifest import ManifestError, read_manifest
 from mmembed.data.sampling import DurationBucketBatchSampler
+from mmembed.data.skips import SkippedItem
 from mmembed.data.speech import (
     AudioSkipWarning,
     SpeechDataModule,
@@ -153,16 +155,20 @@ def test_bucket_sampler_rejects_items_longer_than_a_batch():
         DurationBucketBatchSampler([1.0, 5.0], max_batch_duration=2.0)
 
 
-def test_collate_pads_audio_and_tokens():
+def test_collate_pads_audio_and_tokens_and_leaves_out_failed_items():
+    failed = SkippedItem("m.jsonl:2: b.flac", "unreadable audio", "cannot read audio")
     items = [
-        {"waveform": torch.ones(5), "tokens": torch.tensor([4, 5]), "text": "ab"},
-        {"waveform": torch.ones(3), "tokens": torch.tensor([6, 7, 8]), "text": "cde"},
+        {"waveform": torch.ones(5), "tokens": torch.tensor([4, 5]), "text": "ab", "path": "a"},
+        failed,
+        {"waveform": torch.ones(3), "tokens": torch.tensor([6, 7, 8]), "text": "cde", "path": "c"},
     ]
     batch = collate_speech(items)
     assert batch["waveforms"].shape == (2, 5) and batch["waveforms"][1, 3:].abs().sum() == 0
     assert batch["waveform_lengths"].tolist() == [5, 3]
     assert batch["tokens"].tolist() == [[4, 5, 0], [6, 7, 8]]
     assert batch["token_lengths"].tolist() == [2, 3]
+    assert batch["paths"] == ["a", "c"] and batch["skipped"] == [failed]
+    assert collate_speech([failed]) == {"paths": [], "skipped": [failed]}
 
 
 def test_datamodule_batches_tokenised_utterances(tmp_path):
@@ -182,6 +188,29 @@ def test_datamodule_batches_tokenised_utterances(tmp_path):
     for row, text in enumerate(batch["texts"]):
         length = batch["token_lengths"][row]
         assert tokenizer.decode(batch["tokens"][row, :length].tolist()) == text
+
+
+def test_extra_test_manifests_get_a_loader_each_after_the_main_test(tmp_path):
+    records = []
+    for i, text in enumerate(["one two", "three", "four five six", "seven"]):
+        _write_wav(tmp_path / f"{i}.wav", 0.5)
+        records.append({"audio_filepath": f"{i}.wav", "text": text, "duration": 0.5})
+    for split, rows in [("train", records), ("validation", records), ("test", records[:1])]:
+        _write_manifest(tmp_path / f"{split}.jsonl", rows)
+    _write_manifest(tmp_path / "test_slow.jsonl", records[1:3])
+    _write_manifest(tmp_path / "test_espeak.jsonl", records[3:])
+    datamodule = SpeechDataModule(
+        str(tmp_path),
+        extra_test_manifests={"test_slow": "test_slow.jsonl", "test_espeak": "test_espeak.jsonl"},
+    )
+    assert datamodule.test_split_names == ["test", "test_slow", "test_espeak"]
+    datamodule.set_tokenizer(train_tokenizer(datamodule.training_texts(), kind="char"))
+    datamodule.setup("test")
+    loaders = datamodule.test_dataloader()
+    texts = [[text for batch in loader for text in batch["texts"]] for loader in loaders]
+    assert texts == [["one two"], ["three", "four five six"], ["seven"]]
+    with pytest.raises(ValueError, match="extra_test_manifests may not reuse the split names"):
+        SpeechDataModule(str(tmp_path), extra_test_manifests={"train": "test_slow.jsonl"})
 
 
 def test_speed_perturbation_changes_training_audio_length_only(tmp_path):
@@ -214,3 +243,11 @@ def test_training_sampler_only_under_ddp(monkeypatch):
     sampler = sampling.training_sampler(dataset, seed=3)
     assert isinstance(sampler, torch.utils.data.DistributedSampler)
     assert sampler.rank == 1 and sampler.num_replicas == 2 and len(list(sampler)) == 5
+
+
+def test_a_manifest_that_is_not_utf8_fails_naming_file_and_line(tmp_path):
+    good = json.dumps({"audio_filepath": "a.wav", "text": "ok", "duration": 1.0})
+    bad = '{"audio_filepath": "b.wav", "text": "caf\u00e9", "duration": 1.0}'
+    manifest = latin1_text(tmp_path / "m.jsonl", f"{good}\n{good}\n{bad}\n")
+    with pytest.raises(ManifestError, match=r"m\.jsonl:3: not UTF-8 text \(byte 0xe9"):
+        read_manifest(manifest)

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.bad_files import latin1_text, undecodable_mp4
+from mmembed.data.skips import SkippedItem
 from mmembed.data.video import (
     VideoClassificationDataset,
     VideoDataModule,
     VideoRecord,
     VideoSkipWarning,
+    collate_videos,
     index_videos,
 )
 from mmembed.data.video_annotations import (
@@ -26,7 +29,13 @@ from mmembed.datagen import video as videogen
 CLASSES = ["moving right", "moving up", "standing still"]
 # No pixel noise or distractors, so the only thing that changes between frames is the target.
 TINY = dict(
-    classes=CLASSES, videos_per_class=3, num_frames=8, size=32, max_distractors=0, noise_std=0.0
+    classes=CLASSES,
+    videos_per_class=3,
+    num_frames=8,
+    size=32,
+    max_distractors=0,
+    noise_std=0.0,
+    ood_test_videos_per_class=1,
 )
 
 
@@ -50,11 +59,13 @@ def write_csv(path, rows):
 def test_corpus_layout(corpus):
     assert (corpus / "classes.txt").read_text().splitlines() == CLASSES
     info = videogen.read_corpus_info(corpus)
-    assert info["counts"] == {split: {"videos": 3} for split in ("train", "validation", "test")}
-    for split in videogen.SPLITS:
+    splits = ("train", "validation", "test", "test_ood")
+    assert info["counts"] == {split: {"videos": 3} for split in splits}
+    for split in splits:
         entries = read_video_csv(corpus / f"{split}.csv")
         assert sorted(e.label for e in entries) == sorted(CLASSES)  # one video per class each
-        assert all(e.path.is_relative_to(corpus / "videos") for e in entries)
+        folder = "videos_test_ood" if split == "test_ood" else "videos"
+        assert all(e.path.is_relative_to(corpus / folder) and e.path.is_file() for e in entries)
     assert len(list(corpus.glob("videos/*/*.mp4"))) == 9
     assert not list(corpus.parent.glob(f".{corpus.name}.*"))  # no staging folder left
 
@@ -98,13 +109,87 @@ def test_cli_builds_the_corpus_and_reports_its_counts(tmp_path, capsys):
 
     out = tmp_path / "cli"
     cli.main(["video", "--out", str(out), "--videos-per-class", "3", "--num-frames", "2"]
-             + ["--size", "16"])  # fmt: skip
-    assert len(list(out.rglob("*.mp4"))) == 3 * len(videogen.CLASS_NAMES)
+             + ["--size", "16", "--ood-test-videos-per-class", "1"])  # fmt: skip
+    assert len(list(out.glob("videos/*/*.mp4"))) == 3 * len(videogen.CLASS_NAMES)
+    assert len(list(out.glob("videos_test_ood/*/*.mp4"))) == len(videogen.CLASS_NAMES)
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "test", "test_ood"):
         assert f"{split}: {len(videogen.CLASS_NAMES)} videos" in printed
+    cli.main(["video", "--out", str(out / "ood"), "--videos-per-class", "3", "--num-frames", "2"]
+             + ["--size", "16", "--style", "ood", "--ood-test-videos-per-class", "0"])  # fmt: skip
+    info = videogen.read_corpus_info(out / "ood")
+    assert info["spec"]["style"] == "ood" and "test_ood" not in info["counts"]
+    assert not (out / "ood" / "test_ood.csv").exists()
     assert videogen.__doc__.strip().count("\n") == 0
+
+
+def test_ood_test_leaves_the_other_splits_unchanged(tmp_path):
+    spec = dict(classes=["bouncing", "growing"], videos_per_class=2, num_frames=4, size=16)
+    plain = videogen.build_video_corpus(tmp_path / "a", **spec, ood_test_videos_per_class=0)
+    with_ood = videogen.build_video_corpus(tmp_path / "b", **spec, ood_test_videos_per_class=2)
+    files = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.is_file())
+    assert len(files) == 4 + 3 + 2  # videos, three CSVs, classes.txt, corpus.json
+    for name in files:
+        if name.name != "corpus.json":
+            assert (plain / name).read_bytes() == (with_ood / name).read_bytes(), name
+    assert len(read_video_csv(with_ood / "test_ood.csv")) == 4
+    # A corpus rendered in the OOD style has its own videos: none is a test_ood video.
+    ood_corpus = videogen.build_video_corpus(tmp_path / "c", **spec, style="ood")
+    test_ood = {p.read_bytes() for p in with_ood.glob("videos_test_ood/*/*.mp4")}
+    assert test_ood and not test_ood & {p.read_bytes() for p in ood_corpus.glob("videos/*/*.mp4")}
+    with pytest.raises(ValueError, match="unknown video style 'fancy'"):
+        videogen.build_video_corpus(tmp_path / "d", **spec, style="fancy")
+
+
+def _texture(frame: np.ndarray) -> tuple[int, float]:
+    """Distinct colours, and the share of sharp horizontal steps (summed over channels)."""
+    colours = len(np.unique(frame.reshape(-1, 3), axis=0))
+    steps = np.abs(np.diff(frame.astype(int), axis=1)).sum(axis=-1)
+    return colours, float((steps > 40).mean())
+
+
+def test_ood_style_has_other_textures_shapes_and_sizes():
+    base = int(np.random.randint(1 << 30))  # varies with MMEMBED_TEST_SEED
+    for index in range(20):
+        class_name = videogen.CLASS_NAMES[index % len(videogen.CLASS_NAMES)]
+        textures = {
+            style: _texture(
+                videogen.render_video(
+                    class_name, np.random.default_rng([base, index]), 2, 64, 0, 0.0, style
+                )[0]
+            )
+            for style in videogen.STYLES
+        }
+        # default: smooth colour noise; ood: two-colour checkerboards with sharp edges
+        assert textures["default"][0] > 800 and textures["ood"][0] < 200, textures
+        assert textures["default"][1] < 0.06 and textures["ood"][1] > 0.09, textures
+
+    def tracks(class_name, style):
+        return [
+            videogen._target_track(
+                class_name, np.random.default_rng([base, i]), 8, 64, videogen.STYLES[style]
+            )
+            for i in range(30)
+        ]
+
+    for class_name in videogen.CLASS_NAMES:
+        default, ood = tracks(class_name, "default"), tracks(class_name, "ood")
+        assert {t.shape for t in default} <= set(videogen.SHAPES)
+        assert {t.shape for t in ood} <= set(videogen.OOD_SHAPES)
+        assert not set(videogen.SHAPES) & set(videogen.OOD_SHAPES)
+        # every size an OOD target takes (at its start and end) lies outside the default range
+        for frame in (0, -1):
+            seen = [t.radius[frame] for t in default]
+            assert all(not min(seen) <= t.radius[frame] <= max(seen) for t in ood), class_name
+    distractors = {
+        style: [
+            videogen._distractor_track(np.random.default_rng([base, i]), 4, 64, look).radius[0]
+            for i in range(30)
+        ]
+        for style, look in videogen.STYLES.items()
+    }
+    assert max(distractors["ood"]) < min(distractors["default"])
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -270,20 +355,25 @@ def test_looping_keeps_short_videos(bad_videos):
         kept = index_videos(read_video_csv(bad_videos), CLASSES, sampling, bad_videos)
     assert sorted(v.path.name for v in kept) == ["good.mp4", "short.mp4"]
     dataset = VideoClassificationDataset(kept, sampling, train=False, num_eval_clips=2)
-    clips, _, _ = dataset[1]
-    assert clips.shape == (2, 3, 4, 32, 32)
+    assert dataset[1].clip.shape == (2, 3, 4, 32, 32)
 
 
-def test_decode_failure_at_load_time_falls_back_or_raises(corpus, tmp_path):
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"\x00" * 100)
+def test_decode_failure_at_load_time_is_a_skip_never_a_substitute(corpus, tmp_path):
+    frames = videogen.render_video("moving up", np.random.default_rng(0), 8, 32, 0, 0.0)
+    broken = undecodable_mp4(tmp_path / "broken.mp4", frames)
+    assert probe_video(broken).num_frames == 8  # the header is fine
     good = videos_of(corpus, "moving up")[0]
-    videos = [VideoRecord(broken, 0, 8, 8.0), VideoRecord(good, 1, 8, 8.0)]
-    dataset = VideoClassificationDataset(videos, ClipSampling(4), train=True)
-    with pytest.warns(VideoSkipWarning, match="broken.mp4"):
-        clip, label, index = dataset[0]
-    assert (clip.shape, label, index) == ((3, 4, 32, 32), 1, 1)
-    with pytest.raises(VideoReadError, match="broken.mp4"):
+    videos = [VideoRecord(broken, 0, 8, 8.0, "list.csv:2: broken.mp4"),
+              VideoRecord(good, 1, 8, 8.0)]  # fmt: skip
+    for train in (True, False):
+        dataset = VideoClassificationDataset(videos, ClipSampling(4), train=train)
+        failed = dataset[0]
+        assert isinstance(failed, SkippedItem) and failed.kind == "unreadable"
+        assert failed.where == "list.csv:2: broken.mp4" and "cannot decode" in failed.reason
+        batch = collate_videos([dataset[0], dataset[1]])
+        assert batch["labels"].tolist() == [1] and batch["video_indices"].tolist() == [1]
+        assert batch["paths"] == [str(good)] and batch["skipped"] == [failed]
+    with pytest.raises(VideoReadError, match=r"list\.csv:2: broken\.mp4: cannot decode"):
         VideoClassificationDataset(videos, ClipSampling(4), strict=True)[0]
 
 
@@ -295,8 +385,8 @@ def test_eval_item_holds_the_uniform_clips(corpus):
     dataset = VideoClassificationDataset(
         [VideoRecord(path, 0, 8, 8.0)], ClipSampling(4), train=False, num_eval_clips=3
     )
-    clips, label, index = dataset[0]  # no transform: uint8 (K, C, T, H, W)
-    assert clips.shape == (3, 3, 4, 32, 32) and (label, index) == (0, 0)
+    clips, label, index, item_path = dataset[0]  # no transform: uint8 (K, C, T, H, W)
+    assert clips.shape == (3, 3, 4, 32, 32) and (label, index, item_path) == (0, 0, str(path))
     frames = decode_frames(path, range(8))
     for clip, start in zip(clips, [0, 2, 4], strict=True):
         assert torch.equal(clip, frames[start : start + 4].movedim(0, 1))
@@ -310,15 +400,30 @@ def test_datamodule_batches(corpus):
     data.set_tokenizer(tokenizer := object())
     assert data.tokenizer is tokenizer
     data.setup("fit")
-    clips, labels, indices = next(iter(data.train_dataloader()))
+    batch = next(iter(data.train_dataloader()))
+    clips, labels, indices = batch["clips"], batch["labels"], batch["video_indices"]
     assert clips.shape == (2, 3, 4, 24, 24) and clips.dtype == torch.float32
     assert labels.dtype == torch.long and indices.shape == (2,)
     assert -3 < clips.mean() < 3 and clips.std() > 0.1  # normalised
+    assert len(batch["paths"]) == 2 and batch["skipped"] == []
     batches = list(data.val_dataloader())
-    clips, labels, indices = batches[0]
-    assert clips.shape == (2, 2, 3, 4, 24, 24)
-    assert torch.cat([b[2] for b in batches]).tolist() == [0, 1, 2]
-    assert sorted(torch.cat([b[1] for b in batches]).tolist()) == [0, 1, 2]
+    assert batches[0]["clips"].shape == (2, 2, 3, 4, 24, 24)
+    assert torch.cat([b["video_indices"] for b in batches]).tolist() == [0, 1, 2]
+    assert sorted(torch.cat([b["labels"] for b in batches]).tolist()) == [0, 1, 2]
+
+
+def test_datamodule_scores_extra_test_splits(corpus):
+    data = VideoDataModule(
+        corpus, frames_per_clip=4, size=24, extra_test_splits={"test_ood": "test_ood.csv"}
+    )
+    assert data.test_split_names == ["test", "test_ood"]
+    data.setup("test")
+    test, test_ood = data.test_dataloader()
+    assert len(test.dataset) == len(test_ood.dataset) == len(CLASSES)
+    ood_paths = {video.path for video in test_ood.dataset.videos}
+    assert all(path.is_relative_to(corpus / "videos_test_ood") for path in ood_paths)
+    with pytest.raises(ValueError, match="extra_test_splits may not reuse the split names"):
+        VideoDataModule(corpus, extra_test_splits={"validation": "test_ood.csv"})
 
 
 def test_corpus_step_builds_once_then_the_datamodule_reads_it(tmp_path, monkeypatch):
@@ -331,8 +436,7 @@ def test_corpus_step_builds_once_then_the_datamodule_reads_it(tmp_path, monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.setup("test")
-    clips, _, _ = next(iter(data.test_dataloader()))
-    assert clips.shape == (2, 3, 3, 4, 16, 16)
+    assert next(iter(data.test_dataloader()))["clips"].shape == (2, 3, 3, 4, 16, 16)
 
 
 def test_csv_line_numbers_count_blank_lines_and_ignore_a_bom(corpus):
@@ -343,6 +447,15 @@ def test_csv_line_numbers_count_blank_lines_and_ignore_a_bom(corpus):
             read_video_csv(csv)
     finally:
         csv.unlink()
+
+
+def test_annotations_that_are_not_utf8_fail_naming_file_and_line(tmp_path):
+    csv = latin1_text(tmp_path / "list.csv", "path,label\na.mp4,moving up\nb.mp4,caf\u00e9\n")
+    with pytest.raises(VideoAnnotationError, match=r"list\.csv:3: not UTF-8 text \(byte 0xe9"):
+        read_video_csv(csv)
+    latin1_text(tmp_path / "classes.txt", "moving up\nna\u00efve\n")
+    with pytest.raises(VideoAnnotationError, match=r"classes\.txt:2: not UTF-8"):
+        assert VideoDataModule(tmp_path).class_names
 
 
 def test_training_data_is_sharded_across_ddp_ranks(corpus, monkeypatch):

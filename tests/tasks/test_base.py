@@ -87,3 +87,19 @@ def test_warmup_cosine_warms_up_decays_and_stretches_like_one_cycle():
     assert state["total_steps"] == 20
     with pytest.raises(ValueError, match="warmup_fraction"):
         WarmupCosine(optimizer, total_steps=5, warmup_fraction=1.0)
+
+
+def test_balanced_class_weights_follow_inverse_frequency():
+    from mmembed.tasks.video_classification import balanced_weights
+
+    weights = balanced_weights(torch.tensor([30.0, 10.0, 0.0]))
+    assert weights.tolist() == pytest.approx([40 / 60, 40 / 20, 0.0])
+
+
+def test_caption_diversity_counts_distinct_captions_per_image():
+    from mmembed.metrics.captioning import CaptionMetrics, caption_diversity
+
+    assert caption_diversity(["a cat", "A cat.", "a dog", "a dog"]) == 0.5
+    metric = CaptionMetrics()
+    metric.update([1, 2, 3], ["a cat", "a cat", "a dog"], [["x"], ["y"], ["z"]])
+    assert metric.compute()["diversity"].item() == pytest.approx(2 / 3)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.runs import TINY_CAPTIONER, tiny_caption_corpus
 from mmembed import SharedEmbedding
 from mmembed.data.coco import CaptionSample, collate_captions, load_coco_captions
 from mmembed.data.image_transforms import eval_transform
-from mmembed.datagen.captions import build_caption_corpus
 from mmembed.datagen.emoji_catalog import find_emoji_font
 from mmembed.metrics.captioning import caption_scores
 from mmembed.models.backbone import CheckpointMismatchError
@@ -27,24 +27,6 @@ from mmembed.models.text_decoder import TransformerTextDecoder
 from mmembed.tasks.image_captioning import ImageCaptioning
 from mmembed.text.tokenizers import load_tokenizer, load_tokenizer_dict, train_tokenizer
 from mmembed.train import run, validate_config
-
-# A model small enough for seconds-long CPU runs; same code paths as the default experiment.
-TINY_CAPTIONER = [
-    "task.width=32",
-    "task.encoder.channels=[8,16]",
-    "task.embedding.embedding_dim=16",
-    "task.decoder.num_layers=1",
-    "task.decoder.num_heads=2",
-    "task.decoder.ffn_dim=64",
-    "task.decoding.max_length=6",
-    "task.decoding.beam_size=2",
-    "task.grid_images=4",
-    "tokenizer.vocab_size=120",
-    "data.image_size=32",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "corpus=none",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -68,9 +50,7 @@ def _font_or_fail() -> None:
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _font_or_fail()
-    return build_caption_corpus(
-        tmp_path_factory.mktemp("corpus") / "captions", seed=5, image_size=32, max_emoji=16
-    )
+    return tiny_caption_corpus(tmp_path_factory.mktemp("corpus") / "captions")
 
 
 # --- image encoders ------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.runs import tiny_video_corpus, video_overrides
 from mmembed import SharedEmbedding
-from mmembed.datagen import video as videogen
 from mmembed.metrics.classification import save_confusion_matrix, video_level_scores
 from mmembed.models.backbone import CheckpointMismatchError
 from mmembed.models.video import (
@@ -27,19 +27,6 @@ from mmembed.train import run, validate_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 CLASSES = ["moving left", "moving right", "growing"]
-# A model small enough for seconds-long CPU runs; same code paths as the default.
-TINY_VIDEO = [
-    "task.width=32",
-    "task.embedding.embedding_dim=16",
-    "task.encoder.channels=[8,16]",
-    "data.size=32",
-    "data.frames_per_clip=4",
-    "data.frame_stride=2",
-    "data.batch_size=4",
-    "data.eval_batch_size=4",
-    "data.num_workers=0",
-    "corpus=none",
-]
 # Input each backbone accepts cheaply (s3d's strides need at least 8 frames of 32x32).
 TINY_CLIP = {"s3d": (1, 3, 8, 32, 32)}
 HEAVY_BACKBONES = {"mvit_v2_s", "swin3d_t"}
@@ -47,14 +34,7 @@ HEAVY_BACKBONES = {"mvit_v2_s", "swin3d_t"}
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return videogen.build_video_corpus(
-        tmp_path_factory.mktemp("video") / "corpus",
-        classes=CLASSES,
-        videos_per_class=4,
-        num_frames=8,
-        size=32,
-        split_fractions=(0.5, 0.25, 0.25),
-    )
+    return tiny_video_corpus(tmp_path_factory.mktemp("video") / "corpus", CLASSES)
 
 
 def tiny_task(head="text", width=32, class_names=CLASSES, seed=0):
@@ -244,7 +224,9 @@ def test_video_level_metrics_average_the_clips_of_each_video():
     labels = torch.tensor([0, 1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log without a trainer
-        task.validation_step((clips, labels, torch.arange(2)), 0)
+        batch = {"clips": clips, "labels": labels, "video_indices": torch.arange(2)}
+        task.validation_step({**batch, "paths": ["a.mp4", "b.mp4"]}, 0)
+        task.validation_step({"paths": []}, 1)  # every item failed to load: nothing to score
     assert task.metrics["val_clip_top1"].compute() == 0.5
     assert task.metrics["val_video_top1"].compute() == 1.0
     assert task.metrics["val_clip_top5"].top_k == 2  # top-5 clipped to the 2 classes
@@ -259,10 +241,6 @@ def test_confusion_matrix_png(tmp_path):
 
 
 # --- the training app ------------------------------------------------------------------------
-
-
-def video_overrides(corpus, *extra):
-    return ["experiment=video_default", f"data.data_dir={corpus}", *TINY_VIDEO, *extra]
 
 
 def test_fast_dev_run_of_the_video_experiment(compose_train, corpus, tmp_path):

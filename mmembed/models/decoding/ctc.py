@@ -25,7 +25,9 @@ class CTCBeamDecoder:
     """torchaudio's flashlight ``ctc_decoder``: beam search with optional lexicon and KenLM.
 
     Settings come from ``options`` (:class:`SpeechDecoding`; its ``beam_size``, ``lexicon``,
-    ``lm``, ``lm_weight``, ``word_score``), with keyword ``overrides`` on top.
+    ``lm``, ``lm_weight``, ``word_score``, ``unk_score``), with keyword ``overrides`` on top. The
+    text comes from the decoded tokens, so a word outside the lexicon (``unk_score`` finite)
+    is still spelled out rather than replaced by ``<unk>``.
     """
 
     def __init__(self, tokenizer: Tokenizer, options: SpeechDecoding | None = None, **overrides):
@@ -45,6 +47,7 @@ class CTCBeamDecoder:
             beam_size=options.beam_size,
             lm_weight=options.lm_weight,
             word_score=options.word_score,
+            unk_score=options.unk_score,
             blank_token=tokens[tokenizer.blank_id],
             sil_token=silence,
             unk_word=tokens[tokenizer.unk_id],

@@ -27,6 +27,9 @@ class SpeechDecoding:
             lexicon-free decoding.
         lm: ``ctc_beam``: a KenLM binary or ARPA file, or None.
         lm_weight, word_score: ``ctc_beam``: weight of the LM score and bonus per word.
+        unk_score: ``ctc_beam`` with a lexicon: the score of a word outside it. Finite: such
+            words stay decodable (their text is read from the decoded tokens, which spell them);
+            ``-inf``: only lexicon words are ever output.
         length_penalty: ``attention``: exponent of the length normalisation.
         max_length: ``attention``: most generated tokens.
     """
@@ -37,6 +40,7 @@ class SpeechDecoding:
     lm: str | None = None
     lm_weight: float = 2.0
     word_score: float = 0.0
+    unk_score: float = -5.0
     length_penalty: float = 1.0
     max_length: int = 100
 

@@ -2,22 +2,32 @@
 ``y = E[ids] @ W.T + b``. Every piece of the op, side by side (Liger-Kernel's layout):
 
 - ``kernels/embed_project.py`` (installed as ``mmembed.kernels.embed_project``): the Triton
-  kernels, forward and backward;
-- :mod:`.op`: the ``triton_op`` registrations and their autograd, the host-side id check;
-- :mod:`.reference`: the torch reference (the semantics, the CPU path, the fake
-  implementation for tracing, and what every kernel is tested against);
-- :mod:`.cost_model`: the strategy choice and the roofline limits, per device;
+  kernels (row gather, gather-fused GEMM, reductions by id);
+- :mod:`.op`: the ``triton_op`` registrations and their autograd, the id check op;
+- :mod:`.torch_path`: the same plans in torch ops (CPU, the torch path on CUDA, tracing);
+- :mod:`.reference`: the torch reference (the semantics every path is tested against);
+- :mod:`.cost_model`: shape classes, the plan per device (the ``backend="auto"`` table) and the
+  roofline limits;
 - :mod:`.onnx`: the lowering for ONNX export.
 
 The public face is :class:`mmembed.SharedEmbedding`; tests mirror this folder in
 ``tests/ops/embed_project/``.
 """
 
+from mmembed.ops.embed_project import torch_path
 from mmembed.ops.embed_project.op import (
     check_ids,
+    checked_ids,
     embed_project,
     embed_project_backward,
     uses_kernels,
 )
 
-__all__ = ["check_ids", "embed_project", "embed_project_backward", "uses_kernels"]
+__all__ = [
+    "check_ids",
+    "checked_ids",
+    "embed_project",
+    "embed_project_backward",
+    "torch_path",
+    "uses_kernels",
+]

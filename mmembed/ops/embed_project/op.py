@@ -1,11 +1,17 @@
-"""The fused embedding-projection registered as torch ops, ``mmembed::embed_project`` and its
-backward ``mmembed::embed_project_backward``, with their autograd.
+"""The fused embedding-projection registered as torch ops: ``mmembed::embed_project``, its
+backward ``mmembed::embed_project_backward``, and the id check ``mmembed::checked_ids``.
 
-Both are ``torch.library.triton_op``s: on CUDA tensors their bodies launch the Triton kernels
-through ``wrap_triton``, so ``torch.compile`` and AOTInductor see (and keep) the kernels; on other
-devices, and whenever they are traced with fake tensors off CUDA, the bodies run the torch
-reference, which doubles as the fake implementation for export. Under ``TRITON_INTERPRET=1`` real
-CPU tensors go through the kernels too, which is how CI tests them without a GPU.
+``embed_project`` and its backward are ``torch.library.triton_op``s. With ``kernels`` set and
+tensors on CUDA, their bodies compose the Triton kernels (launched through ``wrap_triton``) with
+plain ``torch.mm``/``addmm`` GEMMs into the plan of the cost model, so ``torch.compile`` and
+AOTInductor see and keep every piece; otherwise, and whenever they are traced with fake tensors
+off CUDA, the bodies run the same plan in torch ops (:mod:`.torch_path`), which doubles as the
+fake implementation for export. Under ``TRITON_INTERPRET=1`` real CPU tensors go through the
+kernels too, which is how CI tests them without a GPU.
+
+``checked_ids`` is an opaque ``custom_op``: compiled and exported graphs keep it as a call, so
+an out-of-range id raises the same ``IndexError`` (naming the id and its position) there as in
+eager mode. It is the one host synchronisation of the layer, and optional.
 """
 
 from __future__ import annotations
@@ -14,25 +20,25 @@ import torch
 from torch._subclasses.fake_tensor import is_fake
 
 from mmembed.kernels import embed_project as kernels
-from mmembed.ops.embed_project import reference
+from mmembed.ops.embed_project import cost_model, torch_path
 
-__all__ = ["embed_project", "embed_project_backward", "check_ids", "uses_kernels"]
+__all__ = ["checked_ids", "embed_project", "embed_project_backward", "check_ids", "uses_kernels"]
 
 
 def uses_kernels(t: torch.Tensor) -> bool:
-    """Whether the op runs its Triton kernels for tensors like ``t``."""
+    """Whether the op can run its Triton kernels for tensors like ``t``."""
     if t.device.type == "cuda":
         return True
     return kernels.interpreting() and t.device.type == "cpu" and not is_fake(t)
 
 
 def check_ids(ids: torch.Tensor, num_rows: int) -> None:
-    """Raise ``IndexError`` naming the first id outside ``[0, num_rows)``.
+    """Raise ``IndexError`` naming the first id outside ``[0, num_rows)`` and its position.
 
-    One reduction and one host sync; skipped for fake tensors (tracing), where the kernels'
-    own masking still keeps every load inside the table.
+    One reduction and one host sync (eager mode and the body of :func:`checked_ids`, so always
+    on real tensors).
     """
-    if ids.numel() == 0 or is_fake(ids):
+    if ids.numel() == 0:
         return
     lo, hi = torch.aminmax(ids)
     if int(lo) >= 0 and int(hi) < num_rows:
@@ -47,18 +53,38 @@ def check_ids(ids: torch.Tensor, num_rows: int) -> None:
     )
 
 
-def _kernel_forward(ids, weight, proj_weight, bias, folded: bool) -> torch.Tensor:
+@torch.library.custom_op(
+    "mmembed::checked_ids", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,)
+)
+def checked_ids(ids: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """``ids`` as int32 after :func:`check_ids` (the kernels' index type; its result feeds the
+    lookup, so no compiler drops the check)."""
+    check_ids(ids, num_rows)
+    return ids.to(torch.int32, copy=True)
+
+
+@checked_ids.register_fake
+def _checked_ids_fake(ids, num_rows):
+    return torch.empty_like(ids, dtype=torch.int32)
+
+
+def _direct_forward(ids, weight, proj_weight, bias) -> torch.Tensor:
+    spec = cost_model.spec_for(ids.device)
+    if cost_model.table_entry(cost_model.DIRECT_FORWARD, spec) == "fused":
+        return kernels.forward_direct(ids, weight, proj_weight, bias)
+    rows = kernels.gather_rows(ids, weight, dtype=proj_weight.dtype)
+    return torch.addmm(bias, rows, proj_weight.t()) if bias is not None else rows @ proj_weight.t()
+
+
+def _kernel_forward(ids, weight, proj_weight, bias, fold: bool) -> torch.Tensor:
     if proj_weight is None:
         return kernels.gather_rows(ids, weight)
-    if folded:
-        table = weight.to(proj_weight.dtype)
-        table = (
-            torch.addmm(bias, table, proj_weight.t())
-            if bias is not None
-            else table @ proj_weight.t()
-        )
-        return kernels.gather_rows(ids, table)
-    return kernels.forward_direct(ids, weight, proj_weight, bias)
+    if not fold:
+        return _direct_forward(ids, weight, proj_weight, bias)
+    table, w_t = weight.to(proj_weight.dtype), proj_weight.t()
+    table = torch.addmm(bias, table, w_t) if bias is not None else table @ w_t
+    # an id outside the table reads the projected zero row: the bias
+    return kernels.gather_rows(ids, table, fill=bias)
 
 
 @torch.library.triton_op("mmembed::embed_project", mutates_args={})
@@ -68,73 +94,67 @@ def embed_project(
     proj_weight: torch.Tensor | None,
     bias: torch.Tensor | None,
     padding_idx: int,
-    folded: bool,
-    deterministic: bool,
-    check: bool,
+    fold: bool,
+    kernels: bool,
+    mask: bool,
 ) -> torch.Tensor:
     """``weight[ids] @ proj_weight.T + bias`` for 1-D ``ids`` (see :class:`SharedEmbedding`).
 
-    ``padding_idx`` (-1 for none) and ``deterministic`` only affect the backward; ``folded``
-    picks the strategy; ``check`` validates ids on the host first.
+    ``padding_idx`` (-1 for none) only affects the backward; ``fold`` picks the plan, ``kernels``
+    the Triton kernels where they can run. ``mask``: the ids were not checked, and any outside
+    the table read as a zero row (the output is the bias) in every path; without it the caller
+    guarantees valid ids (the kernels still never read outside the table).
     """
-    if check:
-        check_ids(ids, weight.shape[0])
-    if uses_kernels(ids):
+    if kernels and uses_kernels(ids):
         weight, ids = weight.contiguous(), ids.contiguous()
         proj_weight = proj_weight.contiguous() if proj_weight is not None else None
-        return _kernel_forward(ids, weight, proj_weight, bias, folded)
-    return reference.embed_project(ids, weight, proj_weight, bias)
+        return _kernel_forward(ids, weight, proj_weight, bias, fold)
+    return torch_path.forward(ids, weight, proj_weight, bias, fold, mask, padding_idx)
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((0,))
 
 
-def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, folded, deterministic,
+def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold, mask,
                      table_grad, proj_grad):  # fmt: skip
     num_rows = weight.shape[0]
-    sorted_ids = None
-    if deterministic and (folded or proj_weight is None or table_grad):
-        sorted_ids, order, seg_end = kernels.sort_ids(ids)
+    ids = kernels.masked_ids(ids, num_rows)  # int32; row num_rows collects out-of-range ids
+    # that extra row of S (for db) is needed only when the ids were not checked
+    sum_rows = num_rows + 1 if mask else num_rows
+    spec = cost_model.spec_for(grad.device)
+    onehot = sum_rows <= cost_model.onehot_rows(spec, cost_model.DTYPE_NAMES[grad.dtype])
 
-    def reduce_by_id(x):  # (N, K) -> fp32 (V, K) with rows summed by id
-        if deterministic:
-            return kernels.segment_sum_rows(x, sorted_ids, order, seg_end, num_rows, dense=True)
-        return kernels.scatter_add_rows(x, ids, num_rows)
-
-    def finish_table(d_table):
-        if 0 <= padding_idx < num_rows:
-            d_table[padding_idx] = 0
-        return d_table.to(weight.dtype)
+    def sum_by_id(x, rows, dtype, pad):  # (rows, K): x summed by id, row `pad` zero
+        if not onehot:
+            return kernels.segment_sum(x, ids, rows, dtype, pad)
+        sums = kernels.onehot_sum(x, ids, rows)
+        if 0 <= pad < rows:
+            sums[pad] = 0  # a fresh tensor; a filled index would cost a host-to-device copy
+        return sums.to(dtype)
 
     if proj_weight is None:
-        return finish_table(reduce_by_id(grad)), None, None
+        return sum_by_id(grad, num_rows, weight.dtype, padding_idx), None, None
 
     d_table = d_proj = d_bias = None
-    if folded:
-        d_folded = reduce_by_id(grad)  # dL/d(E W^T + b), fp32 (V, H)
+    if fold:
+        sums = sum_by_id(grad, sum_rows, proj_weight.dtype, -1)  # S = dL/dT (+ extra row)
+        s = sums[:num_rows]
         if table_grad:
-            d_table = finish_table(d_folded @ proj_weight.to(torch.float32))
+            d_table = (s @ proj_weight).to(weight.dtype)
+            if 0 <= padding_idx < num_rows:
+                d_table[padding_idx] = 0
         if proj_grad:
-            d_proj = (d_folded.t() @ weight.to(torch.float32)).to(proj_weight.dtype)
-            d_bias = d_folded.sum(0).to(proj_weight.dtype) if has_bias else None
+            d_proj = s.t() @ weight.to(proj_weight.dtype)
+            d_bias = sums.sum(0, dtype=torch.float32).to(proj_weight.dtype) if has_bias else None
         return d_table, d_proj, d_bias
 
+    if table_grad:  # dX = dY @ W by cuBLAS, summed by id into every row of dE once
+        d_table = sum_by_id(grad @ proj_weight, num_rows, weight.dtype, padding_idx)
     if proj_grad:
-        d_proj, d_bias = kernels.projection_weight_grad(grad, ids, weight, has_bias)
-        d_proj = d_proj.to(proj_weight.dtype)
-        d_bias = d_bias.to(proj_weight.dtype) if d_bias is not None else None
-    if table_grad:
-        if deterministic:
-            run_sums = kernels.segment_sum_rows(
-                grad, sorted_ids, order, seg_end, num_rows, dense=False
-            )
-            d_table = kernels.table_grad_from_segments(
-                run_sums, sorted_ids, proj_weight, num_rows, padding_idx, weight.dtype
-            )
-        else:
-            d_table = kernels.table_grad_atomic(grad, ids, proj_weight, num_rows, padding_idx)
-            d_table = d_table.to(weight.dtype)
+        rows = kernels.gather_rows(ids, weight, dtype=proj_weight.dtype)
+        d_proj = grad.t() @ rows
+        d_bias = grad.sum(0, dtype=torch.float32).to(proj_weight.dtype) if has_bias else None
     return d_table, d_proj, d_bias
 
 
@@ -146,40 +166,40 @@ def embed_project_backward(
     proj_weight: torch.Tensor | None,
     has_bias: bool,
     padding_idx: int,
-    folded: bool,
-    deterministic: bool,
+    fold: bool,
+    kernels: bool,
+    mask: bool,
     table_grad: bool,
     proj_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dE, dW, db)`` of :func:`embed_project`; a gradient not asked for comes back empty."""
-    if uses_kernels(ids):
+    if kernels and uses_kernels(ids):
         grad, ids, weight = grad.contiguous(), ids.contiguous(), weight.contiguous()
         proj_weight = proj_weight.contiguous() if proj_weight is not None else None
-        grads = _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, folded,
-                                 deterministic, table_grad, proj_grad)  # fmt: skip
+        grads = _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold,
+                                 mask, table_grad, proj_grad)  # fmt: skip
     else:
-        grads = reference.embed_project_backward(
-            grad, ids, weight, proj_weight, has_bias, padding_idx, table_grad, proj_grad
-        )
+        grads = torch_path.backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold,
+                                    mask, table_grad, proj_grad)  # fmt: skip
     return tuple(g if g is not None else _empty(weight) for g in grads)
 
 
 def _setup_context(ctx, inputs, output):
-    ids, weight, proj_weight, bias, padding_idx, folded, deterministic, _ = inputs
+    ids, weight, proj_weight, bias, padding_idx, fold, use_kernels, mask = inputs
     ctx.save_for_backward(ids, weight, proj_weight)
-    ctx.config = (bias is not None, padding_idx, folded, deterministic)
+    ctx.config = (bias is not None, padding_idx, fold, use_kernels, mask)
 
 
 def _backward(ctx, grad):
     ids, weight, proj_weight = ctx.saved_tensors
-    has_bias, padding_idx, folded, deterministic = ctx.config
+    has_bias, padding_idx, fold, use_kernels, mask = ctx.config
     needs = ctx.needs_input_grad
     table_grad = needs[1]
     proj_grad = needs[2] or (has_bias and needs[3])
     d_table = d_proj = d_bias = None
     if table_grad or proj_grad:
         d_table, d_proj, d_bias = embed_project_backward(
-            grad, ids, weight, proj_weight, has_bias, padding_idx, folded, deterministic,
+            grad, ids, weight, proj_weight, has_bias, padding_idx, fold, use_kernels, mask,
             table_grad, proj_grad,
         )  # fmt: skip
     return (

@@ -44,8 +44,9 @@ def embed_project_backward(
     d_table = d_proj = d_bias = None
     if table_grad:
         d_rows = grad if proj_weight is None else grad @ proj_weight
-        d_table = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        d_table.index_add_(0, ids, d_rows.to(torch.float32))
+        acc = torch.promote_types(weight.dtype, torch.float32)  # sums in fp32 at least
+        d_table = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        d_table.index_add_(0, ids, d_rows.to(acc))
         if 0 <= padding_idx < num_rows:
             d_table[padding_idx] = 0
         d_table = d_table.to(weight.dtype)

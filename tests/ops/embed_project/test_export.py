@@ -30,20 +30,31 @@ def op_args(with_projection=True):
     return ids, weight, proj, bias
 
 
-@pytest.mark.parametrize("folded", [False, True])
+@pytest.mark.parametrize("kernels", [False, True])
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("fold", [False, True])
 @pytest.mark.parametrize("with_projection", [True, False])
-def test_opcheck_forward(folded, with_projection):
+def test_opcheck_forward(fold, mask, with_projection, kernels):
     ids, weight, proj, bias = op_args(with_projection)
     torch.library.opcheck(
-        torch.ops.mmembed.embed_project.default, (ids, weight, proj, bias, 0, folded, True, True)
+        torch.ops.mmembed.embed_project.default,
+        (ids, weight, proj, bias, 0, fold, kernels, mask),
     )
 
 
-def test_opcheck_backward():
+@pytest.mark.parametrize("kernels", [False, True])
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("fold", [False, True])
+def test_opcheck_backward(fold, mask, kernels):
     ids, weight, proj, _ = op_args()
     grad = torch.randn(8, 32)
-    args = (grad, ids, weight.detach(), proj.detach(), True, 0, False, True, True, True)
+    args = (grad, ids, weight.detach(), proj.detach(), True, 0, fold, kernels, mask, True, True)
     torch.library.opcheck(torch.ops.mmembed.embed_project_backward.default, args)
+
+
+def test_opcheck_id_check():
+    ids = torch.tensor([[3, 1], [0, 6]])
+    torch.library.opcheck(torch.ops.mmembed.checked_ids.default, (ids, 7))
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])

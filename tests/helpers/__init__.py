@@ -1,0 +1,2 @@
+"""Helpers shared by the test modules, importable as ``helpers`` (pytest puts tests/ on the
+path)."""
