@@ -17,6 +17,7 @@ transcript (read, resample, log-mel features, model, greedy CTC), one clip and a
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -214,14 +215,16 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mmembed-bench-") as folder:
         for name in args.tasks.split(","):
             rows += BENCHES[name](Path(folder), args.repeats)
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     header = (
         f"{date.today()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"1 thread, median of {args.repeats} interleaved rounds; items/s by CPU time (wall time "
-        "in brackets)"
+        f"{os.cpu_count()} cores, 1 thread, load average {load_before:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end, median of {args.repeats} interleaved rounds; "
+        "items/s by CPU time (wall time in brackets)"
     )
     table = f"{header}\n\n{markdown(rows)}\n"
     print("\n" + table)

@@ -27,9 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -38,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from mmembed.artifacts import write_atomically
 
 FORMAT = "mmembed-artifact"
 FORMAT_VERSION = 1
@@ -86,9 +86,8 @@ def write_artifact(
     path: str | PathLike, manifest: dict[str, Any], members: dict[str, bytes]
 ) -> Path:
     """Write ``members`` and ``manifest`` (its member table is filled in here) to ``path``
-    atomically: a temporary file in the same folder, fsync, then rename, so a crash never
-    leaves a half-written artifact under the final name."""
-    path = Path(path)
+    atomically (:func:`mmembed.artifacts.write_atomically`), so a crash never leaves a
+    half-written artifact under the final name."""
     if MANIFEST in members:
         raise ValueError(f"{MANIFEST} is written from the manifest argument")
     manifest = {
@@ -99,40 +98,14 @@ def write_artifact(
             name: {"size": len(data), "sha256": sha256(data)} for name, data in members.items()
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            with zipfile.ZipFile(file, "w") as archive:
-                archive.writestr(MANIFEST, json.dumps(manifest, indent=1), zipfile.ZIP_DEFLATED)
-                for name, data in members.items():
-                    # graphs and tensors hardly compress; JSON does
-                    compression = (
-                        zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
-                    )
-                    archive.writestr(name, data, compression)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    # the rename itself is durable only once the folder entry is on disk
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=1), zipfile.ZIP_DEFLATED)
+        for name, data in members.items():
+            # graphs and tensors hardly compress; JSON does
+            compression = zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
+            archive.writestr(name, data, compression)
+    return write_atomically(path, buffer.getbuffer())
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmembed.data.audio_io import AudioReadError, load_audio, to_model_waveform
+from mmembed.data.audio_io import AudioLoadError, load_audio, to_model_waveform
 from mmembed.inference.inputs import AUDIO_EXTENSIONS, InputError
 from mmembed.inference.predictor import Predictor
 from mmembed.models.decoding import SpeechDecoding
@@ -59,7 +59,7 @@ class SpeechPredictor(Predictor):
         if isinstance(source, (str, PathLike)):
             try:
                 waveform = load_audio(source, self.sample_rate)
-            except AudioReadError as err:
+            except AudioLoadError as err:
                 raise InputError(str(err)) from err
             name = str(source)
         else:

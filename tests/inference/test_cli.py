@@ -1,11 +1,17 @@
 """mmembed-export and mmembed-predict: command lines, error reporting, and a serving process
 that never imports the training stack."""
 
+import dataclasses
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from inference.runs import run_serving_python
 from mmembed.inference.cli import export_main, predict_main
+from mmembed.inference.export.rebuild import ExportError, apply_tuned_decoding
 from mmembed.inference.inputs import AUDIO_EXTENSIONS, expand_inputs
+from mmembed.models.decoding import SpeechDecoding
 
 
 def test_loading_and_predicting_never_import_lightning_or_hydra():
@@ -33,7 +39,7 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
     assert "no checkpoints/*.ckpt" in capsys.readouterr().err
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"truncated")
     assert export_main([str(run_dir)]) == 1
-    assert "last.ckpt: cannot read the checkpoint" in capsys.readouterr().err
+    assert "last.ckpt: not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert export_main([str(run_dir / "checkpoints" / "last.ckpt")]) == 1
     assert "the run's config" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -71,3 +77,21 @@ def test_inputs_expand_folders_and_globs_and_keep_what_names_nothing(tmp_path):
         str(tmp_path / "empty"),
         "missing.wav",
     ]
+
+
+def test_tuned_decoding_applies_only_to_the_decoder_it_was_tuned_for(tmp_path):
+    options = SpeechDecoding(method="ctc_beam", lexicon="lexicon.txt", lm="lm.arpa")
+    record = tmp_path / "decoding.json"
+    tuned = {**dataclasses.asdict(options), "lm_weight": 0.5, "word_score": -1.0}
+    record.write_text(json.dumps({"chosen": {}, "decoding": tuned, "grid": []}))
+    task = SimpleNamespace(decoding=options)
+    apply_tuned_decoding(task, record)
+    assert task.decoding == dataclasses.replace(options, lm_weight=0.5, word_score=-1.0)
+    # tuned with another LM: the exported decoder keeps its own weights
+    other = SimpleNamespace(decoding=dataclasses.replace(options, lm="other.arpa"))
+    apply_tuned_decoding(other, record)
+    assert other.decoding.lm_weight == options.lm_weight
+    apply_tuned_decoding(task, tmp_path / "absent.json")  # no record: nothing to apply
+    record.write_text("{not json")
+    with pytest.raises(ExportError, match="decoding.json: not a decoding record"):
+        apply_tuned_decoding(task, record)

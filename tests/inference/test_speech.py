@@ -2,6 +2,7 @@
 process without the training stack, and compare with the eager model."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from mmembed.inference.artifact import read_artifact, write_artifact
 from mmembed.inference.cli import export_main
 from mmembed.inference.export.rebuild import load_trained
 from mmembed.inference.predictor import from_artifact
-from mmembed.text import normalize_text
+from mmembed.text.lm import main as lm_main
 
 pytestmark = pytest.mark.slow
 
@@ -184,8 +185,13 @@ def test_predict_reports_bad_inputs_per_file_and_runs_the_others(
     empty_folder.mkdir()
     (tmp_path / "quiet.wav").parent.mkdir(exist_ok=True)
     soundfile.write(tmp_path / "quiet.wav", np.zeros(0, dtype="float32"), 16000)
+    # Ogg Vorbis at 48 kHz: another container and codec, resampled on the way in
+    waveform, rate = soundfile.read(files[1], dtype="float32")
+    ogg = tmp_path / "clip.ogg"
+    soundfile.write(ogg, torchaudio.functional.resample(torch.from_numpy(waveform), rate, 48000)
+                    .numpy(), 48000, format="OGG", subtype="VORBIS")  # fmt: skip
     inputs = [files[0], str(corrupt), str(tmp_path / "missing.wav"), str(text), str(empty_folder),
-              str(tmp_path / "quiet.wav"), files[1]]  # fmt: skip
+              str(tmp_path / "quiet.wav"), str(ogg), files[1]]  # fmt: skip
     out = tmp_path / "out" / "predictions.jsonl"
     result = run_serving_python(
         f"""
@@ -197,10 +203,11 @@ result = predict_main([{str(ctc_artifact)!r}, *{inputs!r}, "--runtime", "onnx", 
     assert result == 1  # some inputs failed
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["input"] for r in records] == inputs
-    expected = eager_transcripts(ctc_run, files)
+    expected = eager_transcripts(ctc_run, [*files, ogg])
     assert records[0]["transcript"] == expected[0] and records[-1]["transcript"] == expected[1]
+    assert records[-2]["transcript"] == expected[2]
     errors = {r["input"]: r["error"] for r in records if "error" in r}
-    assert set(errors) == set(inputs[1:-1])
+    assert set(errors) == set(inputs[1:-2])
     assert errors[str(corrupt)].startswith(f"{corrupt}: cannot read audio")
     assert errors[str(tmp_path / "missing.wav")] == f"{tmp_path / 'missing.wav'}: no such file"
     assert errors[str(text)].startswith(f"{text}: cannot read audio")
@@ -209,38 +216,64 @@ result = predict_main([{str(ctc_artifact)!r}, *{inputs!r}, "--runtime", "onnx", 
     assert not list(out.parent.glob(".*.tmp"))  # written atomically
 
 
-def test_ctc_beam_search_with_a_packaged_lexicon(ctc_run, corpus, tmp_path):
-    texts = [json.loads(line)["text"] for line in (corpus / "train.jsonl").read_text().splitlines()]
-    words = sorted({word for text in texts for word in normalize_text(text).split()})
-    lexicon = tmp_path / "lexicon.txt"
-    lexicon.write_text("".join(f"{w} {' '.join(w)}\n" for w in words))
-    config = OmegaConf.load(ctc_run / ".hydra" / "config.yaml")
-    config.task.decoding.method = "ctc_beam"
-    config.task.decoding.beam_size = 4
-    config.task.decoding.lexicon = str(lexicon)
-    OmegaConf.save(config, tmp_path / "config.yaml")
+def test_ctc_beam_search_with_the_lexicon_lm_and_tuned_weights_of_the_run(
+    ctc_run, corpus, tmp_path
+):
+    # the lexicon and LM of mmembed-lm, the weights of the tuning callback's decoding.json
+    run_dir = tmp_path / "run"
+    shutil.copytree(ctc_run, run_dir)
+    lm_main([str(corpus / "train.jsonl"), "--tokenizer", str(run_dir / "tokenizer.json"),
+             "--out", str(tmp_path / "lm")])  # fmt: skip
+    lexicon, lm = tmp_path / "lm" / "lexicon.txt", tmp_path / "lm" / "lm.arpa"
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    decoding = {"method": "ctc_beam", "beam_size": 8, "lexicon": str(lexicon), "lm": str(lm)}
+    config.task.decoding.update(decoding)
+    OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    tuned = {**OmegaConf.to_container(config.task.decoding), "lm_weight": 0.5, "word_score": 1.5}
+    (run_dir / "decoding.json").write_text(json.dumps({"decoding": tuned}))
     out = tmp_path / "beam.mmembed"
-    assert (
-        export_main([str(ctc_run), "--out", str(out), "--config", str(tmp_path / "config.yaml")])
-        == 0
-    )
-    assert read_artifact(out).members["files/lexicon.txt"] == lexicon.read_bytes()
+    assert export_main([str(run_dir), "--out", str(out)]) == 0
+    artifact = read_artifact(out)
+    assert artifact.members["files/lexicon.txt"] == lexicon.read_bytes()
+    assert artifact.members["files/lm.arpa"] == lm.read_bytes()
+    packaged = artifact.json("config.json")["decoding"]
+    assert (packaged["lm_weight"], packaged["word_score"]) == (0.5, 1.5)
+    assert (packaged["lexicon"], packaged["lm"]) == ("files/lexicon.txt", "files/lm.arpa")
+
     files = audio_files(corpus)
-    lexicon.unlink()  # the artifact carries its own copy
+    expected = eager_transcripts(run_dir, files)
+    assert sum(len(text) for text in expected) > 20
+    # the eager log-probabilities, to check the packaged decoding apart from float rounding
+    task = load_trained(run_dir).task
+    scores = []
+    with torch.no_grad():
+        for waveform in (load_audio(f, 16000) for f in files):
+            log_probs, frame_lengths = task(waveform[None], torch.tensor([waveform.numel()]))
+            scores.append({"log_probs": log_probs, "frame_lengths": frame_lengths})
+    torch.save(scores, tmp_path / "scores.pt")
+    shutil.rmtree(tmp_path / "lm")  # the artifact carries its own copies
     got = run_serving_python(
         f"""
-import mmembed
-result = {{
-    runtime: mmembed.load({str(out)!r}, runtime=runtime).transcribe({files!r})
-    for runtime in ("torch", "onnx")
-}}
+import torch, mmembed
+scores = torch.load({str(tmp_path / "scores.pt")!r}, weights_only=True)
+result = {{}}
+for runtime in ("torch", "onnx"):
+    predictor = mmembed.load({str(out)!r}, runtime=runtime)
+    result[runtime] = predictor.transcribe({files!r})
+    result[runtime + " decode"] = [
+        predictor.decode(s["log_probs"], s["frame_lengths"])[0] for s in scores
+    ]
 """
     )
-    # Not compared word for word with eager: torchaudio's flashlight lexicon decoder gives
-    # different transcripts for identical scores from one decoder instance to the next
-    # (measured: three instances, three different outputs on the same log-probabilities).
+    # the packaged lexicon, LM and weights decode the eager scores exactly as eager does
+    assert got["torch decode"] == got["onnx decode"] == expected
+    # Through the graphs: the beam search may flip near-ties of this under-trained model on
+    # float rounding (1e-6 in the torch program; ONNX Runtime's sums run in other orders), so
+    # most utterances must agree, not every one.
     for runtime in ("torch", "onnx"):
-        assert len(got[runtime]) == len(files) and any(got[runtime]), runtime
+        assert len(got[runtime]) == len(expected)
+        agree = sum(a == b for a, b in zip(got[runtime], expected, strict=True))
+        assert agree >= len(expected) // 2, (runtime, got[runtime], expected)
 
 
 def test_joint_model_attention_beam_search_over_the_decoder_step_graph(corpus, tmp_path_factory):

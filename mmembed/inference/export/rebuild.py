@@ -7,19 +7,27 @@ The checkpoint loads with ``weights_only=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
+import json
+import logging
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mmembed.artifacts import CheckpointError, load_checkpoint
 from mmembed.inference.artifact import ArtifactError
 from mmembed.text.tokenizers import load_tokenizer_dict
+
+log = logging.getLogger(__name__)
+
+# written to the run folder by the decoding-tuning callback
+TUNED_DECODING = "decoding.json"
 
 
 class ExportError(ArtifactError):
@@ -62,11 +70,9 @@ def find_checkpoint(run_dir: Path) -> Path:
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and truncation errors all mean "cannot use it"
-        raise ExportError(
-            f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})"
-        ) from err
+        return load_checkpoint(path)
+    except (CheckpointError, FileNotFoundError) as err:
+        raise ExportError(str(err)) from err
 
 
 def _file_sha256(path: Path) -> str:
@@ -123,6 +129,8 @@ def load_trained(source: str | PathLike, config: str | PathLike | None = None) -
         raise ExportError(
             f"{checkpoint_path}: its weights do not fit the model of {config_path} ({err})"
         ) from err
+    if run_dir is not None:
+        apply_tuned_decoding(task, run_dir / TUNED_DECODING)
     return TrainedModel(
         task=task.eval(),
         checkpoint=checkpoint_path,
@@ -131,6 +139,29 @@ def load_trained(source: str | PathLike, config: str | PathLike | None = None) -
         data=data_settings(cfg),
         run_dir=run_dir,
     )
+
+
+def apply_tuned_decoding(task: Any, path: Path) -> None:
+    """Decode with the LM weight and word score the run tuned on validation (``decoding.json``
+    of :class:`~mmembed.callbacks.tune_decoding.TuneCTCDecoding`, which the run was tested
+    with), when they were tuned for the same decoder: method, lexicon and LM as exported."""
+    if not path.is_file() or not hasattr(task, "decoding"):
+        return
+    try:
+        tuned = json.loads(path.read_text(encoding="utf-8"))["decoding"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ExportError(f"{path}: not a decoding record of the tuning callback ({err})") from err
+    options = task.decoding
+    same_decoder = all(
+        tuned.get(key) == getattr(options, key) for key in ("method", "lexicon", "lm")
+    )
+    if not same_decoder:
+        log.warning("%s: tuned for another decoder than the exported one; not applied", path)
+        return
+    task.decoding = dataclasses.replace(
+        options, lm_weight=float(tuned["lm_weight"]), word_score=float(tuned["word_score"])
+    )
+    log.info("decoding with the run's tuned lm_weight and word_score (%s)", path)
 
 
 def data_settings(cfg: DictConfig) -> dict[str, Any]:
