@@ -12,7 +12,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from conftest import compose_train_config
+from conftest import GLOBAL_SEED, compose_train_config
+
+# On top of the helpers' tiny-run settings: every run trains its full epochs (no time limit or
+# early stop, so a busy machine gives the same model), quietly, from the test's seed.
+FULL_RUN = [
+    "trainer.max_time=null",
+    "callbacks.early_stopping=null",
+    "callbacks.rich_progress_bar=null",
+    f"seed={1234 + GLOBAL_SEED}",
+]
 
 # The training stack a serving process must never import.
 TRAINING_MODULES = ("lightning", "pytorch_lightning", "lightning_fabric", "hydra", "omegaconf")

@@ -8,9 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import GLOBAL_SEED
-from inference.runs import run_serving_python, swap_program_weights, train_run
-from mmembed.datagen.captions import build_caption_corpus
+from helpers.runs import TINY_CAPTIONER, tiny_caption_corpus
+from inference.runs import FULL_RUN, run_serving_python, swap_program_weights, train_run
 from mmembed.inference import SelfTestError
 from mmembed.inference.artifact import read_artifact, write_artifact
 from mmembed.inference.cli import export_main
@@ -22,39 +21,27 @@ pytestmark = pytest.mark.slow
 # Beam scores (length-normalised log-likelihoods) of the exported graphs against eager.
 SCORE_TOLERANCE = {"torch": 1e-5, "onnx": 1e-3}
 
-TINY_CAPTIONER = [
+CAPTIONER = [
     "experiment=caption_default",
-    "task.width=32",
-    "task.encoder.channels=[8,16]",
-    "task.embedding.embedding_dim=16",
+    *TINY_CAPTIONER,
     "task.decoder.num_layers=2",
-    "task.decoder.num_heads=2",
-    "task.decoder.ffn_dim=64",
     "task.decoder.dropout=0.0",
     "task.decoding.max_length=12",
     "task.decoding.beam_size=3",
     "task.grid_images=0",
-    "tokenizer.vocab_size=120",
-    "data.image_size=32",
-    "data.batch_size=8",
-    "data.num_workers=0",
     "data.augment=false",
-    "corpus=none",
     "trainer.max_epochs=12",
-    "trainer.max_time=null",
     "trainer.check_val_every_n_epoch=12",
-    "callbacks.early_stopping=null",
-    "callbacks.rich_progress_bar=null",
     "optimizer.lr=0.005",
-    f"seed={1234 + GLOBAL_SEED}",
+    *FULL_RUN,
 ]
 
 
 @pytest.fixture(scope="module")
 def caption_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("captions")
-    corpus = build_caption_corpus(root / "corpus", seed=5, image_size=32, max_emoji=16)
-    return train_run(root, [*TINY_CAPTIONER, f"data.data_dir={corpus}"]), corpus
+    corpus = tiny_caption_corpus(root / "corpus")
+    return train_run(root, [*CAPTIONER, f"data.data_dir={corpus}"]), corpus
 
 
 @pytest.fixture(scope="module")

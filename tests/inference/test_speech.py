@@ -12,8 +12,9 @@ import torch
 import torchaudio
 from omegaconf import OmegaConf
 
-from conftest import GLOBAL_SEED
+from helpers.runs import TINY_ASR, tiny_speech_corpus
 from inference.runs import (
+    FULL_RUN,
     memorised,
     run_serving_python,
     swap_onnx_initializers,
@@ -21,7 +22,6 @@ from inference.runs import (
     train_run,
 )
 from mmembed.data.audio_io import load_audio
-from mmembed.datagen.speech import build_speech_corpus
 from mmembed.inference import SelfTestError
 from mmembed.inference.artifact import read_artifact, write_artifact
 from mmembed.inference.cli import export_main
@@ -36,33 +36,21 @@ pytestmark = pytest.mark.slow
 # 6e-3 (its sums run in other orders; the transcripts are still the same).
 LOG_PROB_TOLERANCE = {"torch": 1e-4, "onnx": 1e-2}
 
-TINY_ASR = [
+# a model that learns its 6 utterances in 40 epochs (wider subsampling, no SpecAugment)
+ASR = [
     "experiment=asr_default",
-    "task.width=32",
-    "task.encoder.d_model=32",
-    "task.encoder.num_layers=1",
-    "task.encoder.num_heads=2",
-    "task.encoder.ffn_dim=64",
-    "task.encoder.n_mels=40",
+    *TINY_ASR,
     "task.encoder.subsampling_channels=32",
     "task.encoder.spec_augment=false",
-    "task.embedding.embedding_dim=16",
-    "data.num_workers=0",
-    "corpus=none",
-    "trainer.max_time=null",
-    "callbacks.early_stopping=null",
-    "callbacks.rich_progress_bar=null",
     "optimizer.lr=0.005",
-    f"seed={1234 + GLOBAL_SEED}",
+    *FULL_RUN,
 ]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("speech")
-    built = build_speech_corpus(
-        root / "corpus", num_train=6, num_validation=3, num_test=3, voices=("slt", "rms"), jobs=1
-    )
+    built = tiny_speech_corpus(root / "corpus")
     # the tiny models learn the training utterances; validation/test are the same ones
     return memorised(built, root / "memorised", "train.jsonl", ("validation.jsonl", "test.jsonl"))
 
@@ -74,7 +62,7 @@ def audio_files(corpus: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def ctc_run(corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("ctc_run")
-    overrides = [*TINY_ASR, f"data.data_dir={corpus}", "trainer.max_epochs=40"]
+    overrides = [*ASR, f"data.data_dir={corpus}", "trainer.max_epochs=40"]
     return train_run(root, [*overrides, "trainer.check_val_every_n_epoch=20"])
 
 
@@ -281,7 +269,7 @@ def test_joint_model_attention_beam_search_over_the_decoder_step_graph(corpus, t
     run_dir = train_run(
         root,
         [
-            *TINY_ASR,
+            *ASR,
             "experiment=asr_joint",
             f"data.data_dir={corpus}",
             "task.decoder.num_layers=1",

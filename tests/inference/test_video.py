@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GLOBAL_SEED
-from inference.runs import run_serving_python, train_run
+from helpers.runs import TINY_VIDEO, VIDEO_CLASSES, tiny_video_corpus
+from inference.runs import FULL_RUN, run_serving_python, train_run
 from mmembed import SharedEmbedding
 from mmembed.data.video import VideoDataModule
 from mmembed.data.video_io import decode_frames, probe_video
-from mmembed.datagen import video as videogen
 from mmembed.inference.artifact import read_artifact
 from mmembed.inference.cli import export_main
 from mmembed.inference.export import export_trained
@@ -26,47 +25,31 @@ from mmembed.text import train_tokenizer
 
 pytestmark = pytest.mark.slow
 
-CLASSES = ["moving left", "moving right", "growing"]
+CLASSES = VIDEO_CLASSES
 ZERO_SHOT = ["moving up", "growing", "shrinking", "moving left"]
 # Video-level probabilities of the exported graphs against eager.
 PROBABILITY_TOLERANCE = {"torch": 1e-5, "onnx": 1e-3}
 DATA = dict(frames_per_clip=4, frame_stride=2, size=32, num_eval_clips=2)
 
-TINY_VIDEO = [
+VIDEO = [
     "experiment=video_default",
-    "task.width=32",
-    "task.embedding.embedding_dim=16",
-    "task.encoder.channels=[8,16]",
+    *TINY_VIDEO,
     *(f"data.{key}={value}" for key, value in DATA.items()),
-    "data.batch_size=4",
-    "data.eval_batch_size=4",
-    "data.num_workers=0",
-    "corpus=none",
     "trainer.max_epochs=10",
-    "trainer.max_time=null",
     "trainer.check_val_every_n_epoch=10",
-    "callbacks.early_stopping=null",
-    "callbacks.rich_progress_bar=null",
     "optimizer.lr=0.01",
-    f"seed={1234 + GLOBAL_SEED}",
+    *FULL_RUN,
 ]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return videogen.build_video_corpus(
-        tmp_path_factory.mktemp("video") / "corpus",
-        classes=CLASSES,
-        videos_per_class=4,
-        num_frames=8,
-        size=32,
-        split_fractions=(0.5, 0.25, 0.25),
-    )
+    return tiny_video_corpus(tmp_path_factory.mktemp("video") / "corpus", CLASSES)
 
 
 @pytest.fixture(scope="module")
 def video_run(corpus, tmp_path_factory):
-    return train_run(tmp_path_factory.mktemp("video_run"), [*TINY_VIDEO, f"data.data_dir={corpus}"])
+    return train_run(tmp_path_factory.mktemp("video_run"), [*VIDEO, f"data.data_dir={corpus}"])
 
 
 @pytest.fixture(scope="module")
