@@ -1,8 +1,10 @@
 """Rebuilding a trained task from what ``mmembed-train`` left behind: a run folder (or one of
 its checkpoints) with the Hydra config in ``.hydra/config.yaml``.
 
-This is the export side: it instantiates the task through Hydra, so it runs where training ran.
-The checkpoint loads with ``weights_only=True``.
+This is the export side: it instantiates the task through Hydra, so it runs where training ran
+(Hydra is imported by the functions that need it: :class:`TrainedModel` and the exporters also
+run where it is not installed, e.g. on a GPU machine exporting a model built in Python). The
+checkpoint loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
-
-import hydra
-from omegaconf import DictConfig, OmegaConf
 
 from mmembed.artifacts import CheckpointError, load_checkpoint
 from mmembed.inference.artifact import ArtifactError
@@ -91,6 +90,9 @@ def load_trained(source: str | PathLike, config: str | PathLike | None = None) -
         config: the run's Hydra config; default ``<run folder>/.hydra/config.yaml`` (for a
             checkpoint, the run folder is the one holding its ``checkpoints/`` folder).
     """
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
     source = Path(source)
     if source.is_dir():
         run_dir: Path | None = source
@@ -164,10 +166,13 @@ def apply_tuned_decoding(task: Any, path: Path) -> None:
     log.info("decoding with the run's tuned lm_weight and word_score (%s)", path)
 
 
-def data_settings(cfg: DictConfig) -> dict[str, Any]:
+def data_settings(cfg: Any) -> dict[str, Any]:
     """The data module's constructor settings: the run's values, resolved where they can be
     outside a Hydra run (paths built on ``${hydra:...}`` cannot, and inference needs none of
     them), over the data module's own defaults."""
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
     data = cfg.get("data")
     if not isinstance(data, DictConfig) or "_target_" not in data:
         return {}
