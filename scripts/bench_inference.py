@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from datetime import date
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,7 @@ def main() -> None:
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     header = (
         f"{date.today()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"onnxruntime {metadata.version('onnxruntime')}, "
         f"{os.cpu_count()} cores, 1 thread, load average {load_before:.1f} at the start and "
         f"{os.getloadavg()[0]:.1f} at the end, median of {args.repeats} interleaved rounds; "
         "items/s by CPU time (wall time in brackets)"
