@@ -12,6 +12,7 @@ import torch
 import torchaudio
 from omegaconf import OmegaConf
 
+from helpers.bad_files import corrupt_flac, nonfinite_wav
 from helpers.runs import TINY_ASR, tiny_speech_corpus
 from inference.runs import (
     FULL_RUN,
@@ -178,8 +179,9 @@ def test_predict_reports_bad_inputs_per_file_and_runs_the_others(
     ogg = tmp_path / "clip.ogg"
     soundfile.write(ogg, torchaudio.functional.resample(torch.from_numpy(waveform), rate, 48000)
                     .numpy(), 48000, format="OGG", subtype="VORBIS")  # fmt: skip
+    nan, broken = nonfinite_wav(tmp_path / "nan.wav"), corrupt_flac(tmp_path / "broken.flac")
     inputs = [files[0], str(corrupt), str(tmp_path / "missing.wav"), str(text), str(empty_folder),
-              str(tmp_path / "quiet.wav"), str(ogg), files[1]]  # fmt: skip
+              str(tmp_path / "quiet.wav"), str(nan), str(broken), str(ogg), files[1]]  # fmt: skip
     out = tmp_path / "out" / "predictions.jsonl"
     result = run_serving_python(
         f"""
@@ -201,6 +203,8 @@ result = predict_main([{str(ctc_artifact)!r}, *{inputs!r}, "--runtime", "onnx", 
     assert errors[str(text)].startswith(f"{text}: cannot read audio")
     assert "a folder with no" in errors[str(empty_folder)]
     assert errors[str(tmp_path / "quiet.wav")].endswith("no audio samples")
+    assert errors[str(nan)].startswith(f"{nan}: audio holds non-finite samples (1 NaN")
+    assert errors[str(broken)].startswith(f"{broken}: cannot read audio")
     assert not list(out.parent.glob(".*.tmp"))  # written atomically
 
 
