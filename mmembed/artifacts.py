@@ -10,7 +10,11 @@ fails naming it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
+from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,28 @@ def write_atomically(path: str | PathLike, data: str | bytes | memoryview) -> Pa
         temporary.unlink(missing_ok=True)
         raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     return path
+
+
+# The errors of a write that found no room: a full disk, a file-size limit, a quota.
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def naming_the_folder_on_full_disk(folder: str | PathLike) -> Iterator[None]:
+    """Writes that mmembed does not make itself (loggers, Hydra, profilers) fail on a full disk
+    with a bare ``[Errno 28]``: add a note naming the folder they write in and its free space."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in _NO_ROOM and not err.filename and "cannot write" not in str(err):
+            folder = Path(folder)
+            existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+            free = shutil.disk_usage(existing).free
+            err.add_note(
+                f"while writing in the run folder {folder} ({free / 2**20:.0f} MiB free on "
+                "that disk): a logger, checkpoint or report file there could not be written"
+            )
+        raise
 
 
 def load_checkpoint(path: str | PathLike) -> dict[str, Any]:

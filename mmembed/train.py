@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mmembed.artifacts import load_checkpoint
+from mmembed.artifacts import load_checkpoint, naming_the_folder_on_full_disk
 from mmembed.callbacks import TrainingStop, run_guards, training_stop
 from mmembed.datagen.corpus_folder import lock_path
 from mmembed.overrides import apply_empty_dict_overrides
@@ -238,7 +238,8 @@ def _report(
 def main(cfg: DictConfig) -> float | None:
     # Under Lightning's own DDP launcher, ranks > 0 re-run this script; threads are per process.
     torch.set_float32_matmul_precision("high")
-    metrics = run(cfg)
+    with naming_the_folder_on_full_disk(cfg.paths.output_dir):
+        metrics = run(cfg)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 

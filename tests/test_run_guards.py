@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from helpers.bad_files import corrupt_flac, disk_full, read_only, tree_state, write_jsonl
 from helpers.runs import asr_overrides, tiny_speech_corpus
-from mmembed.artifacts import CheckpointError, write_atomically
+from mmembed.artifacts import CheckpointError, naming_the_folder_on_full_disk, write_atomically
 from mmembed.callbacks import FiniteLossCheck, NonFiniteLossError, training_stop
 from mmembed.data import sampling
 from mmembed.data.sampling import DurationBucketBatchSampler
@@ -216,6 +216,26 @@ def test_a_full_disk_when_saving_a_checkpoint_names_it(
     with disk_full(64 * 1024), pytest.raises(OSError, match=r"cannot write .*checkpoints/.*\.ckpt"):
         run(cfg)
     assert not list((tmp_path / "run" / "checkpoints").glob("*"))  # no partial checkpoint
+
+
+def test_a_full_disk_under_a_logger_names_the_run_folder(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path / "run", name="csv", version="")
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    with (
+        disk_full(0),
+        pytest.raises(OSError) as caught,
+        naming_the_folder_on_full_disk(tmp_path / "run"),
+    ):
+        logger.save()  # Lightning's own write: its error names no file
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert f"while writing in the run folder {tmp_path / 'run'}" in notes
+    assert "MiB free on that disk" in notes
+    # errors that already name their file are left alone
+    with pytest.raises(OSError) as named, naming_the_folder_on_full_disk(tmp_path):
+        raise OSError(28, "cannot write x.json: No space left on device")
+    assert not getattr(named.value, "__notes__", None)
 
 
 def test_a_full_disk_during_a_corpus_build_names_the_folder(tmp_path, capsys):

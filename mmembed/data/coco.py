@@ -128,6 +128,7 @@ def load_coco_captions(
     data = _read_json(annotation_file)
     file_names = _parse_images(data["images"], annotation_file)
     captions = _parse_annotations(data["annotations"], set(file_names), annotation_file)
+    captions = _drop_unrepresentable(captions, annotation_file, strict, skipped)
     uncaptioned = len(file_names) - len(captions)
     if uncaptioned:
         log.info(
@@ -179,9 +180,9 @@ def _parse_images(images: list[Any], path: Path) -> dict[int, str]:
 
 def _parse_annotations(
     annotations: list[Any], known_ids: set[int], path: Path
-) -> dict[int, list[str]]:
-    """image id -> its captions, in file order."""
-    captions: dict[int, list[str]] = {}
+) -> dict[int, list[tuple[int, str]]]:
+    """image id -> its (annotation index, caption) pairs, in file order."""
+    captions: dict[int, list[tuple[int, str]]] = {}
     for index, annotation in enumerate(annotations):
         where = f"{path}: annotations[{index}]"
         image_id = _required(annotation, "image_id", int, where)
@@ -190,8 +191,39 @@ def _parse_annotations(
             raise CocoFormatError(f"{where} refers to unknown image id {image_id}")
         if not caption:
             raise CocoFormatError(f"{where} (image id {image_id}) has an empty caption")
-        captions.setdefault(image_id, []).append(caption)
+        captions.setdefault(image_id, []).append((index, caption))
     return captions
+
+
+def _drop_unrepresentable(
+    captions: dict[int, list[tuple[int, str]]],
+    path: Path,
+    strict: bool,
+    skipped: list[SkippedItem] | None,
+) -> dict[int, list[str]]:
+    """image id -> its captions, without those that normalise to nothing (all emoji, another
+    script): a model would learn to emit an empty caption from them, and an empty reference
+    scores nothing. Each is a counted skip naming its annotation; ``strict`` raises."""
+    kept: dict[int, list[str]] = {}
+    problems = []
+    for image_id, entries in captions.items():
+        for index, caption in entries:
+            if normalize_text(caption):
+                kept.setdefault(image_id, []).append(caption)
+                continue
+            where = f"{path}: annotations[{index}] (image id {image_id})"
+            reason = (
+                "unrepresentable caption (nothing is left after normalisation to a-z, digits "
+                f"and apostrophes: {caption!r})"
+            )
+            if strict:
+                raise CocoFormatError(f"{where}: {reason}")
+            problems.append(SkippedItem(where, "unrepresentable caption", reason))
+    total = sum(len(entries) for entries in captions.values())
+    warn_skipped(path, problems, total, "captions", SkippedItemsWarning, stacklevel=4)
+    if skipped is not None:
+        skipped.extend(problems)
+    return kept
 
 
 def _required(entry: Any, key: str, kind: type, where: str) -> Any:

@@ -94,6 +94,16 @@ class VideoClassification(TokenTableTask):
             raise ValueError(f"class names must be distinct and non-empty, got {names}")
         if names == self.class_names:
             return
+        if self.head == "text":
+            # a name the tokenizer cannot spell (all symbols, another script) has no label
+            # embedding: say so when the classes are bound, not at the first validation step
+            unspellable = [name for name in names if not self.tokenizer.encode(name)]
+            if unspellable:
+                raise ValueError(
+                    f"class names with no tokens after normalisation (head='text' embeds each "
+                    f"name's text): {unspellable}; rename those classes (folder names or "
+                    f"class_names) or use head='linear'"
+                )
         self.class_names = names
         if self.head == "linear":
             self.linear_head = nn.Linear(self.width, len(names))

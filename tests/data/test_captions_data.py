@@ -368,6 +368,27 @@ def test_corrupt_image_is_skipped_with_warning_or_raises_when_strict(coco_dir: P
         load_coco_captions(coco_dir / "train.json", coco_dir / "images", strict=True)
 
 
+def test_captions_that_normalise_to_nothing_are_counted_skips(coco_dir: Path) -> None:
+    path = _write_coco(
+        coco_dir,
+        [{"id": 1, "file_name": "1.png"}, {"id": 2, "file_name": "2.png"}],
+        [
+            {"image_id": 1, "caption": "a red square"},
+            {"image_id": 1, "caption": "\U0001f7e5\u2764!"},  # symbols only
+            {"image_id": 2, "caption": "\u8d64\u3044\u56db\u89d2"},  # another script only
+        ],
+    )
+    skipped_items: list = []
+    listing = r"(?s)skipped 2 of 3 captions.*annotations\[1\] \(image id 1\).*annotations\[2\]"
+    with pytest.warns(UserWarning, match=listing):
+        records = load_coco_captions(path, coco_dir / "images", skipped=skipped_items)
+    # image 2 has no usable caption left, so it cannot be trained on or scored
+    assert [(r.image_id, r.references) for r in records] == [(1, ("a red square",))]
+    assert [item.kind for item in skipped_items] == ["unrepresentable caption"] * 2
+    with pytest.raises(CocoFormatError, match=r"annotations\[1\] \(image id 1\).*unrepresentable"):
+        load_coco_captions(path, coco_dir / "images", strict=True)
+
+
 # --- dataset, collate, DataModule --------------------------------------------------------------
 
 

@@ -179,6 +179,16 @@ def test_unseen_labels_are_scored_through_the_shared_table():
     assert changed.tolist() == [False, False, True, True]  # "left" and "standing still"
 
 
+def test_class_names_the_tokenizer_cannot_spell_fail_when_bound():
+    task = tiny_task()
+    with pytest.raises(ValueError, match=r"no tokens after normalisation.*head='linear'") as err:
+        task.set_class_names(["moving left", "\u2764"])
+    assert "['\u2764']" in str(err.value)  # the unspellable one, and only it, is named
+    linear = tiny_task(head="linear")
+    linear.set_class_names(["moving left", "\u2764"])  # a linear head needs no spelling
+    assert linear.class_names == ["moving left", "\u2764"]
+
+
 def test_linear_head_refuses_zero_shot():
     task = tiny_task(head="linear")
     assert task(torch.randn(2, 3, 4, 32, 32)).shape == (2, len(CLASSES))
