@@ -10,6 +10,8 @@ Shapes: ``ids`` (N,) int32/int64, ``E`` (V, D) table, ``W`` (H, D) projection, `
 The kernels:
 
 - :func:`gather_rows`: ``T[ids]``, wide rows (the folded forward, the plain lookup, ``E[ids]``);
+- :func:`gather_quantized_rows`: ``q[ids] * scale[ids]`` from an int8 or packed int4 table with
+  per-row scales, dequantised in registers (no float copy of the table ever exists);
 - :func:`forward_direct`: ``E[ids] @ W.T + b`` with the gather inside the GEMM tiles (grouped
   launch order, no K masks when the tile divides D, the A tile loaded once per program when D
   fits one tile; autotuned on CUDA);
@@ -42,6 +44,7 @@ import triton.language as tl
 __all__ = [
     "interpreting",
     "gather_rows",
+    "gather_quantized_rows",
     "forward_direct",
     "masked_ids",
     "onehot_sum",
@@ -90,19 +93,26 @@ def _load_rows(ids_ptr, offs, mask, V):
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _gather_rows_kernel(
-    ids_ptr, t_ptr, fill_ptr, y_ptr, N, V, H, stride_t, stride_y,
-    HAS_FILL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    ids_ptr, t_ptr, fill_ptr, scale_ptr, y_ptr, N, V, H, stride_t, stride_y,
+    HAS_FILL: tl.constexpr, QUANT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
+    # QUANT: 0 float rows; 8 int8 rows; 4 packed int4 rows (two columns a byte, the even one in
+    # the low nibble, stored as q + 8). Quantised rows are scaled by scale[row] in registers.
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     n_mask = offs_n < N
     h_mask = offs_h < H
     rows, valid = _load_rows(ids_ptr, offs_n, n_mask, V)
-    vals = tl.load(
-        t_ptr + rows[:, None] * stride_t + offs_h[None, :],
-        mask=valid[:, None] & h_mask[None, :],
-        other=0.0,
-    )
+    mask = valid[:, None] & h_mask[None, :]
+    if QUANT == 4:
+        packed = tl.load(t_ptr + rows[:, None] * stride_t + (offs_h // 2)[None, :], mask=mask,
+                         other=8).to(tl.int32)  # fmt: skip
+        vals = ((packed >> ((offs_h % 2) * 4)[None, :]) & 15) - 8
+    else:
+        vals = tl.load(t_ptr + rows[:, None] * stride_t + offs_h[None, :], mask=mask, other=0)
+    if QUANT != 0:
+        scale = tl.load(scale_ptr + rows, mask=valid, other=0.0).to(tl.float32)
+        vals = vals.to(tl.float32) * scale[:, None]
     if HAS_FILL:  # an invalid id reads the fill row (the folded table's projected zero row)
         fill = tl.load(fill_ptr + offs_h, mask=h_mask, other=0.0)
         vals = tl.where(valid[:, None], vals, fill[None, :].to(vals.dtype))
@@ -111,22 +121,39 @@ def _gather_rows_kernel(
 
 
 def gather_rows(
-    ids: torch.Tensor, T: torch.Tensor, fill: torch.Tensor | None = None, dtype=None
-) -> torch.Tensor:
-    """``T[ids]`` (in ``dtype``, default T's); ids outside the table read ``fill`` (or zeros)."""
+    ids: torch.Tensor, T: torch.Tensor, fill: torch.Tensor | None = None, dtype=None,
+    scales: torch.Tensor | None = None, width: int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """``T[ids]`` (in ``dtype``, default T's); ids outside the table read ``fill`` (or zeros).
+
+    With ``scales`` (V,), T is a quantised table (int8, or uint8 holding packed int4 values,
+    ``width`` of them a row) and the rows come out dequantised, ``q[ids] * scales[ids]``.
+    """
     N, (V, H) = ids.shape[0], T.shape
+    quant = 0 if scales is None else (4 if T.dtype == torch.uint8 else 8)
+    H = width if width is not None else H
     y = torch.empty((N, H), device=T.device, dtype=dtype or T.dtype)
-    if N == 0:
+    if N == 0 or H == 0:
         return y
     bh = _pow2(H, 16, 1024)
     # Wide rows: a program copies BLOCK_N whole rows (up to 1024 elements each).
     bn = _pow2(N, 16, 128) if interpreting() else max(1, 8192 // bh)
     grid = (triton.cdiv(N, bn), triton.cdiv(H, bh))
     _launcher(_gather_rows_kernel, T.is_cuda)[grid](
-        ids, T, fill if fill is not None else T, y, N, V, H, T.stride(0), y.stride(0),
-        HAS_FILL=fill is not None, BLOCK_N=bn, BLOCK_H=bh, num_warps=4 if bh <= 256 else 8,
+        ids, T, fill if fill is not None else T, scales if scales is not None else T, y,
+        N, V, H, T.stride(0), y.stride(0), HAS_FILL=fill is not None, QUANT=quant,
+        BLOCK_N=bn, BLOCK_H=bh, num_warps=4 if bh <= 256 else 8,
     )  # fmt: skip
     return y
+
+
+def gather_quantized_rows(
+    ids: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, dim: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """(N, dim) ``dtype``: rows ``ids`` of a quantised table, ``q[ids] * scales[ids]``. ``q`` is
+    int8 (V, dim), or uint8 (V, ceil(dim / 2)) holding two int4 values a byte (``dim`` then
+    says how many are real); ``scales`` (V,). Ids outside the table read zeros."""
+    return gather_rows(ids, q, dtype=dtype, scales=scales, width=dim)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,28 +15,63 @@ from mmembed.ops.embed_project import (
     checked_ids,
     cost_model,
     embed_project,
+    quantized,
     torch_path,
 )
 
 Backend = Literal["auto", "triton", "torch"]
 Strategy = Literal["auto", "direct", "folded"]
+BagMode = Literal["sum", "mean", "max"]
 
 __all__ = ["SharedEmbedding"]
+
+
+class TableArgumentError(ValueError, AssertionError):
+    """A table argument ``nn.Embedding`` refuses with an ``AssertionError`` (padding_idx outside
+    the table, a ``_weight`` or pretrained table of the wrong shape): catchable as either."""
+
+
+class NegativeSizeError(ValueError, RuntimeError):
+    """A negative table or projection size (``RuntimeError`` in torch)."""
+
+
+class IdsDtypeError(TypeError, RuntimeError):
+    """Ids that are not int32/int64 (``RuntimeError`` in torch, ``TypeError`` before)."""
+
+
+# The options the repr shows when they differ from these defaults (nn.Embedding's first).
+_REPR_DEFAULTS = (
+    ("padding_idx", None), ("max_norm", None), ("norm_type", 2.0),
+    ("scale_grad_by_freq", False), ("sparse", False), ("backend", "auto"),
+    ("strategy", "auto"), ("deterministic", False), ("check_ids", True), ("mode", None),
+    ("include_last_offset", False), ("mask_zero", False),
+)  # fmt: skip
 
 
 class SharedEmbedding(nn.Module):
     """Embedding lookup fused with a linear projection, ``E[ids] @ W.T + b``.
 
+    The positional arguments are ``nn.Embedding``'s, in its order, with its meaning; everything
+    this layer adds is keyword-only. With ``out_features=None`` it is a drop-in ``nn.Embedding``.
+
     Args:
-        num_embeddings: rows V of the table E.
-        embedding_dim: width D of a table row.
-        out_features: model width H of the projection W (H x D). ``None``: no projection, the
-            layer is a plain lookup (``nn.Embedding``).
-        bias: whether the projection has a bias b (H,).
+        num_embeddings: rows V of the table E (0 allowed, as in torch).
+        embedding_dim: width D of a table row (0 allowed).
         padding_idx: this row gets no gradient and is initialised to zeros, as in
             ``nn.Embedding`` (so it outputs just the bias).
-        max_norm: rows looked up with a norm above this are renormalised in place first,
-            as in ``nn.Embedding``. ``norm_type`` is the p of that norm.
+        max_norm: rows looked up with a norm above this are renormalised in place first
+            (on ``weight.detach()``, as in ``nn.Embedding``). ``norm_type`` is the p of that norm.
+        scale_grad_by_freq: scale the table's gradient by the inverse frequency of each id in
+            the batch (``nn.Embedding``'s option; the projection's gradient is not scaled).
+        sparse: the table's gradient is a sparse tensor (for ``SGD``/``SparseAdam``), as in
+            ``nn.Embedding``. The fused plans produce dense gradients, so a sparse layer always
+            runs the direct torch plan.
+        _weight: use this tensor (V x D) as the table, sharing its storage (``nn.Embedding``'s
+            ``_weight``). ``_freeze``: the table is frozen (as in torch). Integer tables are
+            always frozen.
+        out_features: model width H of the projection W (H x D). ``None``: no projection, the
+            layer is a plain lookup (``nn.Embedding``). Keyword-only.
+        bias: whether the projection has a bias b (H,).
         backend: ``"triton"``: the Triton kernels (on CUDA; the torch path elsewhere);
             ``"torch"``: the same plans in torch ops; ``"auto"``: per device and shape class,
             whichever the recorded benchmarks show faster (the table ``AUTO`` in
@@ -49,61 +84,107 @@ class SharedEmbedding(nn.Module):
         check_ids: raise ``IndexError`` naming an id outside ``[0, num_embeddings)`` and its
             position, in eager mode and in compiled and exported graphs alike (one host sync).
             Off: nothing is checked, and such an id reads as an all-zero table row (the output
-            is the bias) that receives no gradient.
+            is the bias) that receives no gradient. Bags always check their ids.
+        mode: ``None``: one output row per id (``nn.Embedding``). ``"sum"``, ``"mean"`` or
+            ``"max"``: ``nn.EmbeddingBag`` followed by the projection, one output row per bag:
+            ``forward(ids, offsets, per_sample_weights)`` with ``nn.EmbeddingBag``'s ``offsets``
+            or 2-D ids (one bag per row), ``per_sample_weights`` (sum mode), the padding row
+            left out of its bag, empty bags pooling to zeros (so their output is the bias).
+            Bags pool table rows, before the projection: D-wide sums instead of H-wide, and
+            for sum/mean the same as pooling projected rows (up to ``count * b`` for sums).
+        include_last_offset: ``nn.EmbeddingBag``'s: ``offsets`` has one more entry, the end of
+            the last bag.
+        mask_zero: Keras' ``mask_zero``: id 0 is padding, :meth:`compute_mask` marks it (without
+            it, the mask marks ``padding_idx``).
     """
 
     def __init__(
         self,
         num_embeddings: int,
         embedding_dim: int,
-        out_features: int | None = None,
-        bias: bool = True,
         padding_idx: int | None = None,
         max_norm: float | None = None,
         norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        _weight: torch.Tensor | None = None,
+        _freeze: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        out_features: int | None = None,
+        bias: bool = True,
         backend: Backend = "auto",
         deterministic: bool = False,
         strategy: Strategy = "auto",
         check_ids: bool = True,
-        device=None,
-        dtype=None,
+        mode: BagMode | None = None,
+        include_last_offset: bool = False,
+        mask_zero: bool = False,
     ) -> None:
         super().__init__()
-        if num_embeddings <= 0 or embedding_dim <= 0:
-            raise ValueError(
-                f"num_embeddings and embedding_dim must be positive, got {num_embeddings} "
-                f"and {embedding_dim}"
-            )
-        if out_features is not None and out_features <= 0:
-            raise ValueError(f"out_features must be positive or None, got {out_features}")
+        for name, size in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim),
+                           ("out_features", out_features)):  # fmt: skip
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+                raise TypeError(f"{name} must be an int, got {size!r}")
+            if size is not None and size < 0:
+                raise NegativeSizeError(f"{name} must be non-negative, got {size}")
         if backend not in ("auto", "triton", "torch"):
             raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
         if strategy not in ("auto", "direct", "folded"):
             raise ValueError(f"strategy must be 'auto', 'direct' or 'folded', got {strategy!r}")
+        if mode not in (None, "sum", "mean", "max"):
+            raise ValueError(f"mode must be None, 'sum', 'mean' or 'max', got {mode!r}")
+        if include_last_offset and mode is None:
+            raise ValueError("include_last_offset is a bag option: set mode='sum'|'mean'|'max'")
+        if sparse and scale_grad_by_freq and not check_ids:
+            raise ValueError(
+                "sparse=True with scale_grad_by_freq=True needs check_ids=True (unchecked "
+                "out-of-range ids would count toward row 0's frequency)"
+            )
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(
+                raise TableArgumentError(
                     f"padding_idx {padding_idx} is outside a table of {num_embeddings} rows"
                 )
             padding_idx %= num_embeddings
-        factory = {"device": device, "dtype": dtype}
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.out_features = out_features
         self.padding_idx = padding_idx
         self.max_norm = max_norm
         self.norm_type = norm_type
+        self.scale_grad_by_freq = scale_grad_by_freq
+        self.sparse = sparse
         self.backend = backend
         self.strategy = strategy
         self.deterministic = deterministic
         self.check_ids = check_ids
-        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, **factory))
+        self.mode = mode
+        self.include_last_offset = include_last_offset
+        self.mask_zero = mask_zero
+        self.quantized: str | None = None  # "int8" | "int4" after quantize()
+        self._quantization_report: dict | None = None
+        if _weight is None:
+            table = torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype)
+        elif tuple(_weight.shape) != (num_embeddings, embedding_dim):
+            raise TableArgumentError(
+                f"_weight has shape {tuple(_weight.shape)}, the layer needs "
+                f"({num_embeddings}, {embedding_dim})"
+            )
+        else:
+            table = _weight
+        trainable = table.is_floating_point() and not _freeze
+        self.weight = nn.Parameter(table, requires_grad=trainable)
+        # an integer table (frozen, as nn.Embedding allows) feeds a float projection
+        proj_dtype = table.dtype if table.is_floating_point() else dtype
         self.projection = (
-            nn.Linear(embedding_dim, out_features, bias=bias, **factory)
+            nn.Linear(embedding_dim, out_features, bias=bias, device=table.device, dtype=proj_dtype)
             if out_features is not None
             else None
         )
-        self.reset_parameters()
+        if _weight is None:
+            self.reset_parameters()
 
     # ----------------------------------------------------------------------------------------
     def reset_parameters(self) -> None:
@@ -124,37 +205,50 @@ class SharedEmbedding(nn.Module):
         return self.out_features if self.out_features is not None else self.embedding_dim
 
     def extra_repr(self) -> str:
+        """``nn.Embedding``'s repr, then every option of this layer that is not its default."""
         parts = [f"{self.num_embeddings}, {self.embedding_dim}"]
         if self.out_features is not None:
             parts.append(f"out_features={self.out_features}")
-            parts.append(f"bias={self.projection.bias is not None}")
-        for name in ("padding_idx", "max_norm"):
-            if getattr(self, name) is not None:
-                parts.append(f"{name}={getattr(self, name)}")
-        if self.backend != "auto":
-            parts.append(f"backend={self.backend!r}")
-        if self.strategy != "auto":
-            parts.append(f"strategy={self.strategy!r}")
+            if self.projection.bias is None:
+                parts.append("bias=False")
+        for name, default in _REPR_DEFAULTS:
+            value = getattr(self, name)
+            if value != default:
+                parts.append(f"{name}={value!r}")
         return ", ".join(parts)
 
     # ----------------------------------------------------------------------------------------
     def plan(self, num_ids, dtype: torch.dtype | None = None) -> cost_model.Plan:
         """How a call with ``num_ids`` ids computes on the table's device: backend, whether it
-        folds, and the shape class (:func:`mmembed.ops.embed_project.cost_model.plan`)."""
+        folds, and the shape class (:func:`mmembed.ops.embed_project.cost_model.plan`).
+
+        Sparse gradients, integer and empty tables take the direct torch plan: the fused plans
+        return dense float gradients and have nothing to do for an empty table."""
         if dtype is None:
             dtype = self.weight.dtype if self.projection is None else self.projection.weight.dtype
+        if self.quantized:  # the dequantising gather, then the projection
+            return cost_model.Plan("triton" if self.backend != "torch" else "torch", False,
+                                   cost_model.LARGE)  # fmt: skip
+        return self._plan(num_ids, self.weight, self.out_features, dtype)
+
+    def _plan(self, num_ids, table: torch.Tensor, out_dim: int | None, dtype) -> cost_model.Plan:
+        if self.sparse or not table.is_floating_point() or table.numel() == 0:
+            return cost_model.Plan("torch", False, cost_model.LARGE)
         # a pure function of its arguments: cached in eager mode, traced (a constant) when compiling
         plan = cost_model.plan if torch.compiler.is_compiling() else cost_model.cached_plan
         return plan(
-            num_ids, self.num_embeddings, self.embedding_dim, self.out_features, dtype,
-            self.weight.device, self.backend, self.strategy,
+            num_ids, table.shape[0], table.shape[1], out_dim, dtype, table.device, self.backend,
+            self.strategy,
         )  # fmt: skip
 
     def _validate_ids(self, ids: torch.Tensor) -> None:
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"ids must be a tensor, got {type(ids).__name__}")
         if ids.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"ids must be int32 or int64, got {ids.dtype}")
-        if ids.device != self.weight.device:
-            raise ValueError(f"ids are on {ids.device} but the table is on {self.weight.device}")
+            raise IdsDtypeError(f"ids must be int32 or int64, got {ids.dtype}")
+        device = self.weight_q.device if self.quantized else self.weight.device
+        if ids.device != device:
+            raise ValueError(f"ids are on {ids.device} but the table is on {device}")
 
     def _projection_params(self):
         projection = self.projection
@@ -170,29 +264,95 @@ class SharedEmbedding(nn.Module):
             bias = bias.to(dtype) if bias is not None else None
         return proj_weight, bias
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """``(*ids.shape)`` int ids -> ``(*ids.shape, output_dim)``."""
+    def compute_mask(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Keras' padding mask: ``True`` at real tokens, ``False`` at the padding id (0 with
+        ``mask_zero``, else ``padding_idx``); ``None`` when the layer has neither. Its negation
+        is the ``key_padding_mask`` of ``nn.MultiheadAttention``/``nn.Transformer``."""
+        pad = 0 if self.mask_zero else self.padding_idx
+        return None if pad is None else ids != pad
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        offsets: torch.Tensor | None = None,
+        per_sample_weights: torch.Tensor | None = None,
+        *,
+        return_mask: bool = False,
+    ):
+        """``(*ids.shape)`` int ids -> ``(*ids.shape, output_dim)``; with a bag ``mode``,
+        ``nn.EmbeddingBag``'s ``(ids, offsets, per_sample_weights)`` -> ``(bags, output_dim)``.
+
+        ``return_mask``: also return :meth:`compute_mask` of the ids, ``(out, mask)``.
+        """
         self._validate_ids(ids)
-        if self.check_ids and torch.compiler.is_compiling():  # an op, kept in the graph
+        if self.mode is None and (offsets is not None or per_sample_weights is not None):
+            raise ValueError("offsets and per_sample_weights need a bag mode ('sum'|'mean'|'max')")
+        if return_mask and self.mode is not None:
+            raise ValueError("return_mask: a bag's pooled output has no per-token mask")
+        # bags and quantised tables always check: their gathers have no zero-row fallback
+        must_check = self.check_ids or self.mode is not None or self.quantized is not None
+        if must_check and torch.compiler.is_compiling():  # an op, kept in the graph
             ids = checked_ids(ids, self.num_embeddings)
-        elif self.check_ids:  # eager: the same check without an op's dispatch (~0.2 ms on CPU)
+        elif must_check:  # eager: the same check without an op's dispatch (~0.2 ms on CPU)
             check_ids(ids, self.num_embeddings)
         if self.max_norm is not None:
+            # in place on the detached table, as torch does: forward-mode AD still sees weight
             with torch.no_grad():
                 torch.embedding_renorm_(
-                    self.weight, ids.reshape(-1).contiguous(), self.max_norm, self.norm_type
-                )
+                    self.weight.detach(), ids.reshape(-1).contiguous(), self.max_norm,
+                    self.norm_type,
+                )  # fmt: skip
+        if self.mode is not None:
+            return self._bags(ids, offsets, per_sample_weights)
+        out = self._lookup(ids)
+        return (out, self.compute_mask(ids)) if return_mask else out
 
-        proj_weight, bias = self._projection_params()
-        dtype = proj_weight.dtype if proj_weight is not None else self.weight.dtype
-        plan = self.plan(ids.numel(), dtype)
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """One output row per id: the dequantising gather then the projection, or the op (and
+        the LoRA factors through it)."""
+        if self.quantized:
+            kernels_ok = self.backend != "torch"
+            rows = quantized.quantized_rows(ids.reshape(-1), self.weight_q, self.weight_scale,
+                                            self.embedding_dim, kernels_ok)  # fmt: skip
+            return torch_path.project(rows.reshape(*ids.shape, -1), *self._projection_params())
+        out = self._embed(ids, self.weight, *self._projection_params())
+        if self.lora_rank:  # (E + s A B)[ids] @ W.T = E[ids] @ W.T + A[ids] @ (s W B.T).T
+            out = out + self._embed(ids, self.lora_a, self._lora_projection(), None)
+        return out
+
+    def _bags(self, ids, offsets, per_sample_weights) -> torch.Tensor:
+        if not self.weight.is_floating_point():
+            raise TypeError(f"bags pool float tables; this table is {self.weight.dtype}")
+        # int64 ids and offsets, whatever the check returned: ONNX's EmbeddingBag lowering
+        # mixes them with int64 indices
+        ids = ids.long()
+        offsets = offsets.long() if offsets is not None else None
+        if self.lora_rank and self.mode == "max":
+            raise NotImplementedError("LoRA with max bags (max does not commute with A @ B): "
+                                      "merge_lora() first")  # fmt: skip
+        options = (offsets, per_sample_weights, self.mode, self.include_last_offset,
+                   self.padding_idx, self.scale_grad_by_freq, self.sparse)  # fmt: skip
+        pooled = torch_path.bag_pool(ids, self.weight, *options)
+        if self.lora_rank:  # pooled (E + s A B) rows = pooled E rows + (pooled A rows) @ s B
+            pooled_a = torch_path.bag_pool(ids, self.lora_a, *options)
+            pooled = pooled + torch_path.project(pooled_a, self.lora_scale * self.lora_b.t(), None)
+        return torch_path.project(pooled, *self._projection_params())
+
+    def _embed(self, ids, table, proj_weight, bias) -> torch.Tensor:
+        """``table[ids] @ proj_weight.T + bias`` by the plan for these shapes (the one op)."""
+        dtype = proj_weight.dtype if proj_weight is not None else table.dtype
+        out_dim = proj_weight.shape[0] if proj_weight is not None else None
+        plan = self._plan(ids.numel(), table, out_dim, dtype)
         padding_idx = -1 if self.padding_idx is None else self.padding_idx
         mask = not self.check_ids
-        if plan.backend == "torch":  # torch ops under autograd: their backward is sum-by-id
-            return torch_path.forward(ids, self.weight, proj_weight, bias, plan.fold, mask,
-                                      padding_idx)  # fmt: skip
-        out = embed_project(ids.reshape(-1), self.weight, proj_weight, bias, padding_idx,
-                            plan.fold, True, mask)  # fmt: skip
+        scale = self.scale_grad_by_freq
+        # torch ops under autograd (their backward is sum-by-id), except where only the op's
+        # explicit backward scales dE alone: folded (autograd would scale dW too) or masked ids
+        if plan.backend == "torch" and not (scale and (plan.fold or mask) and not self.sparse):
+            return torch_path.forward(ids, table, proj_weight, bias, plan.fold, mask,
+                                      padding_idx, scale, self.sparse)  # fmt: skip
+        out = embed_project(ids.reshape(-1), table, proj_weight, bias, padding_idx,
+                            plan.fold, plan.backend == "triton", mask, scale)  # fmt: skip
         return out.reshape(*ids.shape, out.shape[-1])
 
     # ----------------------------------------------------------------------------------------
@@ -201,11 +361,13 @@ class SharedEmbedding(nn.Module):
 
         Rows above ``max_norm`` are renormalised (out of place) as a lookup would do.
         """
-        table = self.weight
+        table = self.float_table()
         if self.max_norm is not None:
             norms = table.detach().norm(p=self.norm_type, dim=1, keepdim=True)
             scale = torch.where(norms > self.max_norm, self.max_norm / (norms + 1e-7), 1.0)
             table = table * scale
+        if self.lora_rank:
+            table = table + self.lora_delta()
         if self.projection is None:
             return table
         return self.projection(table)
@@ -224,7 +386,10 @@ class SharedEmbedding(nn.Module):
         if self.projection is None or self.max_norm is not None:
             return hidden @ self.projected_table().t()
         w, b = self.projection.weight, self.projection.bias
-        scores = (hidden @ w) @ self.weight.t()
+        h = hidden @ w
+        scores = h @ self.float_table().t()
+        if self.lora_rank:  # never the merged V x D table: (h @ s B.T) @ A.T
+            scores = scores + (h @ (self.lora_scale * self.lora_b.t())) @ self.lora_a.t()
         if b is not None:
             scores = scores + (hidden @ b).unsqueeze(-1)
         return scores
@@ -236,9 +401,156 @@ class SharedEmbedding(nn.Module):
         return nn.Embedding.from_pretrained(table, freeze=True, padding_idx=self.padding_idx)
 
     # ----------------------------------------------------------------------------------------
+    @property
+    def lora_rank(self) -> int:
+        """The rank of the LoRA factors (0: LoRA is off)."""
+        return self.lora_a.shape[1] if getattr(self, "lora_a", None) is not None else 0
+
+    @property
+    def lora_scale(self) -> torch.Tensor:
+        """``alpha / rank``, a 0-d tensor (the buffer ``lora_alpha`` follows the state dict and
+        stays a graph input when exporting)."""
+        return self.lora_alpha / self.lora_rank
+
+    def enable_lora(self, rank: int, alpha: float | None = None) -> SharedEmbedding:
+        """Keras 3's ``enable_lora``: freeze the table and the projection and train low-rank
+        factors instead, the table becoming ``E + (alpha / rank) * A @ B`` with A (V x rank,
+        He-uniform) and B (rank x D, zeros: training starts from the unchanged layer).
+
+        The forward never builds that table: it adds ``A[ids] @ (s W B.T).T`` through the same
+        fused op (a V x rank table, an H x rank projection). ``alpha`` defaults to ``rank``.
+        The factors are parameters ``lora_a``/``lora_b`` (and a buffer ``lora_alpha``) in the
+        state dict; loading such a state dict into a layer without LoRA enables it.
+        """
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+            raise ValueError(f"LoRA rank must be a positive int, got {rank!r}")
+        if self.lora_rank:
+            raise ValueError("LoRA is already enabled; merge_lora() first to change its rank")
+        if not self.weight.is_floating_point():
+            raise TypeError(f"LoRA needs a float table; this table is {self.weight.dtype}")
+        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
+        self._pre_lora_trainable = [p.requires_grad for p in self._base_parameters()]
+        for p in self._base_parameters():
+            p.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.empty(self.num_embeddings, rank, **factory))
+        nn.init.kaiming_uniform_(self.lora_a, a=5**0.5)
+        if self.padding_idx is not None:  # the padding row stays zero (and gets no gradient)
+            with torch.no_grad():
+                self.lora_a[self.padding_idx].fill_(0)
+        self.lora_b = nn.Parameter(torch.zeros(rank, self.embedding_dim, **factory))
+        self.register_buffer("lora_alpha", torch.tensor(float(alpha if alpha else rank)))
+        return self
+
+    def lora_delta(self) -> torch.Tensor:
+        """``(alpha / rank) * A @ B`` (V x D), differentiable; materialised, so for merging and
+        inspection, not for the training forward."""
+        return self.lora_scale * (self.lora_a @ self.lora_b)
+
+    def _lora_projection(self) -> torch.Tensor:
+        # the factors' "projection" for the op: s * W @ B.T (H x rank), or s * B.T (D x rank)
+        b_t = self.lora_scale * self.lora_b.t()
+        proj_weight, _ = self._projection_params()
+        return b_t if proj_weight is None else proj_weight @ b_t.to(proj_weight.dtype)
+
+    @torch.no_grad()
+    def merge_lora(self) -> SharedEmbedding:
+        """Fold the factors into the table (``E += s A @ B``), drop them, and restore what was
+        trainable before :meth:`enable_lora`; the outputs do not change (up to rounding)."""
+        if not self.lora_rank:
+            raise ValueError("LoRA is not enabled: nothing to merge")
+        self.weight.add_(self.lora_delta().to(self.weight.dtype))
+        del self.lora_a, self.lora_b, self.lora_alpha
+        for p, trainable in zip(self._base_parameters(), self._pre_lora_trainable, strict=True):
+            p.requires_grad_(trainable)
+        return self
+
+    def _base_parameters(self) -> list[nn.Parameter]:
+        extra = list(self.projection.parameters()) if self.projection is not None else []
+        return [self.weight, *extra]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint saved with LoRA on: enable it with the saved rank, then load the factors
+        q = state_dict.get(prefix + "weight_q")
+        if q is not None and not self.quantized:  # a quantised checkpoint: take its layout
+            mode = "int4" if q.dtype == torch.uint8 else "int8"
+            self._become_quantized(mode, torch.empty_like(q, device=self.weight.device),
+                                   torch.empty_like(state_dict[prefix + "weight_scale"],
+                                                    device=self.weight.device))  # fmt: skip
+        a = state_dict.get(prefix + "lora_a")
+        if a is not None and not self.lora_rank:
+            self.enable_lora(a.shape[1], float(state_dict.get(prefix + "lora_alpha", a.shape[1])))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------
+    def float_table(self) -> torch.Tensor:
+        """The table E (V x D) in floating point: the parameter, or for a quantised layer its
+        dequantised rows (materialised: for tied logits and folding, not the lookup)."""
+        if not self.quantized:
+            return self.weight
+        every_row = torch.arange(self.num_embeddings, device=self.weight_q.device)
+        return quantized.reference_rows(every_row, self.weight_q, self.weight_scale,
+                                        self.embedding_dim)  # fmt: skip
+
+    @torch.no_grad()
+    def quantize(self, mode: str) -> SharedEmbedding:
+        """Keras 3's ``quantize``: replace the table by int8 or int4 rows with one scale per row
+        (symmetric, ``max|row|`` maps to 127 or 7), for inference. The float parameter
+        ``weight`` is dropped; the buffers ``weight_q`` and ``weight_scale`` take its place
+        (and its state-dict entries: a fresh layer loading them becomes quantised). Lookups
+        dequantise inside the gather; the projection stays as it is (and trainable).
+        :meth:`quantization_report` gives sizes and errors.
+        """
+        if mode not in quantized.LEVELS:
+            raise ValueError(f"quantize mode must be 'int8' or 'int4', got {mode!r}")
+        if self.quantized:
+            raise ValueError(f"the table is already quantised ({self.quantized})")
+        if self.lora_rank:
+            raise ValueError("merge_lora() before quantize(): the factors would be lost")
+        if not self.weight.is_floating_point():
+            raise TypeError(f"quantize needs a float table; this table is {self.weight.dtype}")
+        if self.max_norm is not None:
+            raise ValueError("max_norm renormalises the table in place; a quantised table "
+                             "is read-only (build the layer without max_norm)")  # fmt: skip
+        if self.mode is not None:
+            raise NotImplementedError("quantised tables do not pool bags yet (mode=None only)")
+        table = self.weight.detach()
+        q, scales = quantized.quantize_rows(table, mode)
+        self._become_quantized(mode, q, scales)
+        error = (self.float_table().float() - table.float()).abs()
+        self._quantization_report.update(
+            max_abs_error=float(error.max()) if error.numel() else 0.0,
+            mean_abs_error=float(error.mean()) if error.numel() else 0.0,
+            relative_error=float(error.norm() / table.float().norm().clamp_min(1e-12)),
+        )
+        return self
+
+    def _become_quantized(self, mode: str, q: torch.Tensor, scales: torch.Tensor) -> None:
+        float_bytes = self.num_embeddings * self.embedding_dim * self.weight.element_size()
+        del self.weight
+        self.register_buffer("weight_q", q)
+        self.register_buffer("weight_scale", scales)
+        self.quantized = mode
+        quantized_bytes = quantized.table_bytes(q, scales)
+        self._quantization_report = dict(
+            mode=mode, float_bytes=float_bytes, quantized_bytes=quantized_bytes,
+            compression=float_bytes / max(quantized_bytes, 1),
+            max_abs_error=None, mean_abs_error=None, relative_error=None,
+        )  # fmt: skip
+
+    def quantization_report(self) -> dict:
+        """Sizes and errors of the quantised table: ``mode``, ``float_bytes`` (the table it
+        replaced), ``quantized_bytes`` (rows + scales), ``compression``, and the max / mean
+        absolute and the relative (Frobenius) error of the dequantised rows (None when the
+        layer was loaded quantised: the float table is not there to compare)."""
+        if not self.quantized:
+            raise ValueError("the table is not quantised: call quantize('int8'|'int4') first")
+        return dict(self._quantization_report)
+
+    # ----------------------------------------------------------------------------------------
     def freeze(self, projection: bool = False) -> SharedEmbedding:
         """Stop training the table (and the projection too if ``projection``)."""
-        self.weight.requires_grad_(False)
+        if not self.quantized:  # a quantised table is a buffer: never trained
+            self.weight.requires_grad_(False)
         if projection and self.projection is not None:
             self.projection.requires_grad_(False)
         return self
@@ -253,26 +565,28 @@ class SharedEmbedding(nn.Module):
         cls,
         embeddings: torch.Tensor,
         freeze: bool = True,
-        out_features: int | None = None,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
         **kwargs,
     ) -> SharedEmbedding:
-        """A layer whose table is ``embeddings`` (V x D), like ``nn.Embedding.from_pretrained``.
+        """A layer whose table *is* ``embeddings`` (V x D, its storage shared, not copied), with
+        ``nn.Embedding.from_pretrained``'s positional arguments; the layer's own options
+        (``out_features=``, ``backend=``, ...) are keywords.
 
         ``freeze`` freezes only the table: a projection (``out_features``) stays trainable.
-        The padding row keeps the given values (as in torch).
+        Integer tables are accepted and always frozen (as in torch). The padding row keeps the
+        given values (as in torch).
         """
         if embeddings.dim() != 2:
-            raise ValueError(
+            raise TableArgumentError(
                 f"embeddings must be 2-D (rows x dim), got shape {tuple(embeddings.shape)}"
             )
-        kwargs.setdefault("device", embeddings.device)
-        kwargs.setdefault("dtype", embeddings.dtype)
-        layer = cls(embeddings.shape[0], embeddings.shape[1], out_features, **kwargs)
-        with torch.no_grad():
-            layer.weight.copy_(embeddings)
-        if freeze:
-            layer.freeze()
-        return layer
+        rows, dim = embeddings.shape
+        return cls(rows, dim, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse,
+                   _weight=embeddings, _freeze=freeze, **kwargs)  # fmt: skip
 
     @classmethod
     def from_word_vectors(

@@ -15,6 +15,11 @@ Per shape, dtype and pass it times, in the same run (interleaved rounds on CPU):
   gather         the lookup alone (F.embedding, and its backward)
 and on CUDA the candidates behind backend="auto": triton (the kernels' plan for the shape
 class), torch path, and for the direct class the gather-fused forward GEMM (triton fused).
+
+--quantized instead times inference (forward, no grad) of the layer with its float table
+("float": the plan users get; "float direct": the same gather-then-GEMM plan the quantised
+tables run) against the same layer after quantize("int8") and quantize("int4"), and records
+the table's bytes and the rows' relative error (quantization_report()).
 Ratios: mmembed / eager, mmembed / best peer (the fastest of eager, eager folded, compile,
 liger), mmembed /
 limit (the roofline of mmembed.ops.embed_project.cost_model, per device), det / fast. Below 1
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -160,7 +166,8 @@ def bench_case(case: Case, device: str, reps: int, use_compile: bool, check_ids:
 
     def layer_with(**kw):
         torch.manual_seed(0)
-        return SharedEmbedding(V, D, H, check_ids=check_ids, device=device, dtype=dtype, **kw)
+        return SharedEmbedding(V, D, out_features=H, check_ids=check_ids, device=device,
+                               dtype=dtype, **kw)  # fmt: skip
 
     layer = layer_with()
     E, W, b = layer.weight, layer.projection.weight, layer.projection.bias
@@ -288,6 +295,57 @@ def cpu_bf16_note() -> str:
             f" {str(cost_model.cpu_gemm_dtype(torch.bfloat16)).split('.')[-1]}")  # fmt: skip
 
 
+def bench_quantized(name: str, shape, dtype: str, device: str, reps: int, check_ids: bool):
+    """One JSON-ready record: forward times and table sizes, float against int8 and int4."""
+    V, D, H, N = shape
+    torch.manual_seed(0)
+    layer = SharedEmbedding(V, D, out_features=H, check_ids=check_ids, device=device,
+                            dtype=DTYPES[dtype]).eval()  # fmt: skip
+    direct = copy.deepcopy(layer)
+    direct.strategy = "direct"
+    ids = torch.randint(0, V, (N,), device=device)
+    layers = {"float": layer, "float direct": direct}
+    reports = {}
+    for mode in ("int8", "int4"):
+        layers[mode] = copy.deepcopy(layer).quantize(mode)
+        reports[mode] = layers[mode].quantization_report()
+    fns = {k: make_runner(lambda m=m: m(ids), [], "fwd", None) for k, m in layers.items()}
+    times = time_ms(fns, device, reps)
+    float_bytes = reports["int8"]["float_bytes"]
+    return {
+        "name": name, "shape": list(shape), "dtype": dtype, "mode": "fwd quantized",
+        "times": times,
+        "table_bytes": {"float": float_bytes,
+                        **{m: r["quantized_bytes"] for m, r in reports.items()}},
+        "relative_error": {m: r["relative_error"] for m, r in reports.items()},
+        **{f"{m}/float": times[m] / times["float"] for m in reports},
+        **{f"{m}/float direct": times[m] / times["float direct"] for m in reports},
+        **{f"{m} bytes/float": r["quantized_bytes"] / float_bytes for m, r in reports.items()},
+    }  # fmt: skip
+
+
+def format_quantized(records: list[dict]) -> str:
+    rows = ["| shape (V, D, H, N) | dtype | float ms | float direct ms | int8 ms | int4 ms "
+            "| int8 / float direct | int4 / float direct | table KiB float / int8 / int4 "
+            "| rel. error int8 / int4 |", "|" + "---|" * 10]  # fmt: skip
+    for r in records:
+        t, b, e = r["times"], r["table_bytes"], r["relative_error"]
+        kib = " / ".join(f"{b[k] / 2**10:.1f}" for k in ("float", "int8", "int4"))
+        rows.append(
+            f"| {r['name']} {tuple(r['shape'])} | {r['dtype']} | {t['float']:.3f} "
+            f"| {t['float direct']:.3f} | {t['int8']:.3f} | {t['int4']:.3f} "
+            f"| {r['int8/float direct']:.2f} | {r['int4/float direct']:.2f} | {kib} "
+            f"| {e['int8']:.4f} / {e['int4']:.4f} |"
+        )
+    return "\n".join(rows)
+
+
+def append_jsonl(path: str, device_name: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({"device": device_name, "date": str(date.today()),
+                            "torch": torch.__version__, **record}) + "\n")  # fmt: skip
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -309,6 +367,8 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=None, help="default: 15 on CPU, 100 on GPU")
     parser.add_argument("--markdown", help="append the table to this markdown file")
     parser.add_argument("--jsonl", help="append one JSON line per case as it finishes")
+    parser.add_argument("--quantized", action="store_true",
+                        help="time int8/int4 tables against the float one (forward)")  # fmt: skip
     args = parser.parse_args(argv)
 
     on_gpu = args.device == "cuda"
@@ -335,6 +395,21 @@ def main(argv=None) -> None:
         header += "\n\n" + cpu_bf16_note()
         print(header.splitlines()[-1], flush=True)
 
+    if args.quantized:
+        records = []
+        for name, shape in shapes.items():
+            for dtype in dtypes:
+                records.append(bench_quantized(name, shape, dtype, args.device, reps, check_ids))
+                print(json.dumps(records[-1]), flush=True)
+                if args.jsonl:
+                    append_jsonl(args.jsonl, device_name, records[-1])
+        text = f"\n{header}\n\n{format_quantized(records)}\n"
+        print(text)
+        if args.markdown:
+            with open(args.markdown, "a") as f:
+                f.write(text)
+        return
+
     cases = [Case(n, s, d, m) for n, s in shapes.items() for d in dtypes for m in args.modes]
     for case in cases:
         bench_case(case, args.device, reps, args.compile, check_ids)
@@ -344,9 +419,7 @@ def main(argv=None) -> None:
               + f" mmembed/best_peer={_fmt(rec['mmembed/best peer'], 2)}"
               + f" mmembed/limit={_fmt(rec['mmembed/limit'], 2)}", flush=True)  # fmt: skip
         if args.jsonl:
-            with open(args.jsonl, "a") as f:
-                f.write(json.dumps({"device": device_name, "date": str(date.today()),
-                                    "torch": torch.__version__, **rec}) + "\n")  # fmt: skip
+            append_jsonl(args.jsonl, device_name, rec)
 
     table = format_table(cases)
     text = f"\n{header}\n\n{table}\n"

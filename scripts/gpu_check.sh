@@ -11,7 +11,8 @@
 #   rm -rf .whl && pip wheel --no-deps -w .whl . && \
 #     pip download --no-deps -d .whl pytest==9.2.0 pluggy iniconfig liger-kernel==0.8.5
 # Run there (the device tool): command "bash scripts/gpu_check.sh", carry [".whl"],
-# timeout_s 540. Optional argument: tests | bench | all (default all).
+# timeout_s 540. Optional argument: tests | bench | all (default all) | quantized (int8/int4
+# tables against the float one, forward, three anchor shapes: ~1 min, not part of all).
 # Budget: tests <= 4 min, bench <= 5.5 min; each step has its own timeout so a slow step still
 # leaves the other's results.
 set -uo pipefail
@@ -39,4 +40,9 @@ if [ "$STEP" = all ] || [ "$STEP" = bench ]; then
               --jsonl "$OUT/bench.jsonl" "$@" 2>&1 | tee -a "$OUT/bench.log" | tail -22; }
   timeout 150 bash -c "$(declare -f bench); OUT=$OUT; bench --no-compile"
   timeout 180 bash -c "$(declare -f bench); OUT=$OUT; bench --compile --modes fwd+bwd"
+fi
+if [ "$STEP" = quantized ]; then
+  timeout 90 python3 scripts/bench_embedding.py --quantized --reps 100 \
+    --only caption-subword gpt2-vocab llama-vocab --markdown "$OUT/bench_quantized.md" \
+    --jsonl "$OUT/bench_quantized.jsonl" 2>&1 | tee "$OUT/bench_quantized.log" | tail -8
 fi

@@ -38,12 +38,13 @@ def seed_everything(request):
 def make_pair(num_embeddings, embedding_dim, out_features, seed=0, **kwargs):
     """A SharedEmbedding and the nn.Embedding + nn.Linear it must match, with equal weights."""
     torch.manual_seed(seed)
-    layer = SharedEmbedding(num_embeddings, embedding_dim, out_features, **kwargs)
+    layer = SharedEmbedding(num_embeddings, embedding_dim, out_features=out_features, **kwargs)
     embedding = torch.nn.Embedding(
         num_embeddings,
         embedding_dim,
         padding_idx=kwargs.get("padding_idx"),
         max_norm=kwargs.get("max_norm"),
+        scale_grad_by_freq=kwargs.get("scale_grad_by_freq", False),
         dtype=kwargs.get("dtype"),
     )
     linear = None

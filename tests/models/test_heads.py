@@ -10,7 +10,7 @@ from mmembed.models.heads import CLIP_MAX_SCALE, ScaledCosineLogits, TiedLogits
 
 
 def test_tied_logits_score_against_the_table_scaled_by_default_width():
-    table = SharedEmbedding(11, 8, 16)
+    table = SharedEmbedding(11, 8, out_features=16)
     head = TiedLogits(table)
     hidden = torch.randn(2, 3, 16)
     torch.testing.assert_close(head(hidden), table.logits(hidden) * 16**-0.5)
@@ -18,7 +18,7 @@ def test_tied_logits_score_against_the_table_scaled_by_default_width():
 
 
 def test_tied_logits_hold_no_second_copy_of_the_table():
-    table = SharedEmbedding(11, 8, 16)
+    table = SharedEmbedding(11, 8, out_features=16)
     owner = torch.nn.Module()
     owner.embedding = table
     owner.head = TiedLogits(table)

@@ -8,6 +8,8 @@
 - :mod:`.reference`: the torch reference (the semantics every path is tested against);
 - :mod:`.cost_model`: shape classes, the plan per device (the ``backend="auto"`` table) and the
   roofline limits;
+- :mod:`.quantized`: int8/int4 tables with per-row scales and ``mmembed::quantized_rows``, the
+  gather that dequantises them;
 - :mod:`.onnx`: the lowering for ONNX export.
 
 The public face is :class:`mmembed.SharedEmbedding`; tests mirror this folder in

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mmembed.ops.embed_project import reference
+from mmembed.ops.embed_project import quantized, reference
 from mmembed.ops.embed_project.op import checked_ids, embed_project
 
 
@@ -25,4 +25,5 @@ def decomposition_table() -> dict:
     return {
         embed_project._opoverload: _embed_project_decomposition,
         checked_ids._opoverload: _checked_ids_decomposition,
+        **quantized.decomposition_table(),
     }

@@ -97,13 +97,15 @@ def embed_project(
     fold: bool,
     kernels: bool,
     mask: bool,
+    scale_grad_by_freq: bool = False,
 ) -> torch.Tensor:
     """``weight[ids] @ proj_weight.T + bias`` for 1-D ``ids`` (see :class:`SharedEmbedding`).
 
-    ``padding_idx`` (-1 for none) only affects the backward; ``fold`` picks the plan, ``kernels``
-    the Triton kernels where they can run. ``mask``: the ids were not checked, and any outside
-    the table read as a zero row (the output is the bias) in every path; without it the caller
-    guarantees valid ids (the kernels still never read outside the table).
+    ``padding_idx`` (-1 for none) and ``scale_grad_by_freq`` only affect the backward;
+    ``fold`` picks the plan, ``kernels`` the Triton kernels where they can run. ``mask``: the ids
+    were not checked, and any outside the table read as a zero row (the output is the bias) in
+    every path; without it the caller guarantees valid ids (the kernels still never read
+    outside the table).
     """
     if kernels and uses_kernels(ids):
         weight, ids = weight.contiguous(), ids.contiguous()
@@ -117,31 +119,39 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
 
 
 def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold, mask,
-                     table_grad, proj_grad):  # fmt: skip
+                     table_grad, proj_grad, scale_grad_by_freq):  # fmt: skip
     num_rows = weight.shape[0]
     ids = kernels.masked_ids(ids, num_rows)  # int32; row num_rows collects out-of-range ids
     # that extra row of S (for db) is needed only when the ids were not checked
     sum_rows = num_rows + 1 if mask else num_rows
     spec = cost_model.spec_for(grad.device)
     onehot = sum_rows <= cost_model.onehot_rows(spec, cost_model.DTYPE_NAMES[grad.dtype])
+    scale = None
+    if scale_grad_by_freq and table_grad:  # nn.Embedding's: dE rows / their id's count
+        scale = torch_path.inverse_frequency(ids, num_rows)
 
-    def sum_by_id(x, rows, dtype, pad):  # (rows, K): x summed by id, row `pad` zero
-        if not onehot:
+    def sum_by_id(x, rows, dtype, pad, scaled=False):  # (rows, K): x summed by id, row pad zero
+        if not onehot and not scaled:
             return kernels.segment_sum(x, ids, rows, dtype, pad)
-        sums = kernels.onehot_sum(x, ids, rows)
-        if 0 <= pad < rows:
-            sums[pad] = 0  # a fresh tensor; a filled index would cost a host-to-device copy
-        return sums.to(dtype)
+        if onehot:
+            sums = kernels.onehot_sum(x, ids, rows)
+            if 0 <= pad < rows:
+                sums[pad] = 0  # a fresh tensor; a filled index would cost a host-to-device copy
+        else:
+            sums = kernels.segment_sum(x, ids, rows, torch.float32, pad)
+        return (sums * scale if scaled else sums).to(dtype)
 
     if proj_weight is None:
-        return sum_by_id(grad, num_rows, weight.dtype, padding_idx), None, None
+        d_table = sum_by_id(grad, num_rows, weight.dtype, padding_idx, scale is not None)
+        return d_table, None, None
 
     d_table = d_proj = d_bias = None
     if fold:
         sums = sum_by_id(grad, sum_rows, proj_weight.dtype, -1)  # S = dL/dT (+ extra row)
         s = sums[:num_rows]
         if table_grad:
-            d_table = (s @ proj_weight).to(weight.dtype)
+            s_table = s if scale is None else (s * scale).to(s.dtype)
+            d_table = (s_table @ proj_weight).to(weight.dtype)
             if 0 <= padding_idx < num_rows:
                 d_table[padding_idx] = 0
         if proj_grad:
@@ -150,7 +160,8 @@ def _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold
         return d_table, d_proj, d_bias
 
     if table_grad:  # dX = dY @ W by cuBLAS, summed by id into every row of dE once
-        d_table = sum_by_id(grad @ proj_weight, num_rows, weight.dtype, padding_idx)
+        d_table = sum_by_id(grad @ proj_weight, num_rows, weight.dtype, padding_idx,
+                            scale is not None)  # fmt: skip
     if proj_grad:
         rows = kernels.gather_rows(ids, weight, dtype=proj_weight.dtype)
         d_proj = grad.t() @ rows
@@ -171,28 +182,28 @@ def embed_project_backward(
     mask: bool,
     table_grad: bool,
     proj_grad: bool,
+    scale_grad_by_freq: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dE, dW, db)`` of :func:`embed_project`; a gradient not asked for comes back empty."""
+    args = (has_bias, padding_idx, fold, mask, table_grad, proj_grad, scale_grad_by_freq)
     if kernels and uses_kernels(ids):
         grad, ids, weight = grad.contiguous(), ids.contiguous(), weight.contiguous()
         proj_weight = proj_weight.contiguous() if proj_weight is not None else None
-        grads = _kernel_backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold,
-                                 mask, table_grad, proj_grad)  # fmt: skip
+        grads = _kernel_backward(grad, ids, weight, proj_weight, *args)
     else:
-        grads = torch_path.backward(grad, ids, weight, proj_weight, has_bias, padding_idx, fold,
-                                    mask, table_grad, proj_grad)  # fmt: skip
+        grads = torch_path.backward(grad, ids, weight, proj_weight, *args)
     return tuple(g if g is not None else _empty(weight) for g in grads)
 
 
 def _setup_context(ctx, inputs, output):
-    ids, weight, proj_weight, bias, padding_idx, fold, use_kernels, mask = inputs
+    ids, weight, proj_weight, bias, padding_idx, fold, use_kernels, mask, scale = inputs
     ctx.save_for_backward(ids, weight, proj_weight)
-    ctx.config = (bias is not None, padding_idx, fold, use_kernels, mask)
+    ctx.config = (bias is not None, padding_idx, fold, use_kernels, mask, scale)
 
 
 def _backward(ctx, grad):
     ids, weight, proj_weight = ctx.saved_tensors
-    has_bias, padding_idx, fold, use_kernels, mask = ctx.config
+    has_bias, padding_idx, fold, use_kernels, mask, scale = ctx.config
     needs = ctx.needs_input_grad
     table_grad = needs[1]
     proj_grad = needs[2] or (has_bias and needs[3])
@@ -200,13 +211,14 @@ def _backward(ctx, grad):
     if table_grad or proj_grad:
         d_table, d_proj, d_bias = embed_project_backward(
             grad, ids, weight, proj_weight, has_bias, padding_idx, fold, use_kernels, mask,
-            table_grad, proj_grad,
+            table_grad, proj_grad, scale,
         )  # fmt: skip
     return (
         None,
         d_table if needs[1] else None,
         d_proj if needs[2] else None,
         d_bias if needs[3] else None,
+        None,
         None,
         None,
         None,

@@ -14,7 +14,7 @@ class TinyModel(torch.nn.Module):
 
     def __init__(self, backend="triton"):
         super().__init__()
-        self.embed = SharedEmbedding(50, 16, 32, padding_idx=0, backend=backend)
+        self.embed = SharedEmbedding(50, 16, out_features=32, padding_idx=0, backend=backend)
         self.head = torch.nn.Linear(32, 5)
 
     def forward(self, ids):
@@ -45,10 +45,12 @@ def test_opcheck_forward(fold, mask, with_projection, kernels):
 @pytest.mark.parametrize("kernels", [False, True])
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("fold", [False, True])
-def test_opcheck_backward(fold, mask, kernels):
+@pytest.mark.parametrize("scale", [False, True])
+def test_opcheck_backward(fold, mask, kernels, scale):
     ids, weight, proj, _ = op_args()
     grad = torch.randn(8, 32)
-    args = (grad, ids, weight.detach(), proj.detach(), True, 0, fold, kernels, mask, True, True)
+    args = (grad, ids, weight.detach(), proj.detach(), True, 0, fold, kernels, mask, True, True,
+            scale)  # fmt: skip
     torch.library.opcheck(torch.ops.mmembed.embed_project_backward.default, args)
 
 
@@ -107,7 +109,7 @@ def test_onnx_single_file_matches_eager(tmp_path):
 
 
 def test_folded_table_exports_as_plain_lookup(tmp_path):
-    layer = SharedEmbedding(40, 8, 16).eval()
+    layer = SharedEmbedding(40, 8, out_features=16).eval()
     folded = layer.folded()
     ids = torch.randint(0, 40, (2, 5))
     program = torch.export.export(folded, (ids,))

@@ -114,7 +114,7 @@ LAYER_CASES = list(itertools.product([1, 29], ["direct", "folded"], [None, 0], D
 def test_layer_forward_backward_match_torch(V, strategy, padding_idx, dtype):
     # V=1 sums by one-hot MMA, V=29 by the segment sum (the CPU cost model's small-class limit)
     torch.manual_seed(1)
-    layer = SharedEmbedding(V, 24, 40, padding_idx=padding_idx, backend="triton",
+    layer = SharedEmbedding(V, 24, out_features=40, padding_idx=padding_idx, backend="triton",
                             strategy=strategy, dtype=dtype, device=DEVICE)  # fmt: skip
     ids = sample_ids(V, 115, seed=2, padding_idx=padding_idx).reshape(5, 23)
     upstream = torch.randn(5, 23, 40, device=DEVICE).to(dtype)
@@ -141,7 +141,7 @@ def test_backward_is_bitwise_repeatable_in_both_modes(strategy):
     runs = []
     for deterministic in (False, True, True):
         torch.manual_seed(0)
-        layer = SharedEmbedding(31, 32, 48, backend="triton", strategy=strategy,
+        layer = SharedEmbedding(31, 32, out_features=48, backend="triton", strategy=strategy,
                                 deterministic=deterministic, device=DEVICE)  # fmt: skip
         torch.use_deterministic_algorithms(deterministic and len(runs) == 2)
         try:
@@ -156,8 +156,8 @@ def test_backward_is_bitwise_repeatable_in_both_modes(strategy):
 @pytest.mark.parametrize("strategy", ["direct", "folded"])
 def test_unchecked_out_of_range_ids_read_the_zero_row(strategy):
     V, H = 9, 16
-    layer = SharedEmbedding(V, 8, H, backend="triton", strategy=strategy, check_ids=False,
-                            device=DEVICE)  # fmt: skip
+    layer = SharedEmbedding(V, 8, out_features=H, backend="triton", strategy=strategy,
+                            check_ids=False, device=DEVICE)  # fmt: skip
     ids = sample_ids(V, 40, seed=5, out_of_range=True)
     valid = (ids >= 0) & (ids < V)
     out = layer(ids)
@@ -165,13 +165,37 @@ def test_unchecked_out_of_range_ids_read_the_zero_row(strategy):
     upstream = torch.randn(40, H, device=DEVICE)
     out.backward(upstream)
     # the same as the valid positions alone for the table and W; db counts every position
-    ref = SharedEmbedding(V, 8, H, backend="torch", device=DEVICE)
+    ref = SharedEmbedding(V, 8, out_features=H, backend="torch", device=DEVICE)
     ref.load_state_dict(layer.state_dict())
     ref(ids[valid]).backward(upstream[valid])
     torch.testing.assert_close(layer.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(layer.projection.weight.grad, ref.projection.weight.grad,
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     torch.testing.assert_close(layer.projection.bias.grad, upstream.sum(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("V", [1, 29])
+@pytest.mark.parametrize("strategy", ["direct", "folded"])
+@pytest.mark.parametrize("out_features", [None, 40])
+@pytest.mark.parametrize("check_ids", [True, False])
+def test_scale_grad_by_freq_in_the_sum_by_id(V, strategy, out_features, check_ids):
+    # one-hot sums (V=1) and segment sums (V=29), against nn.Embedding(scale_grad_by_freq)
+    torch.manual_seed(3)
+    layer, emb, lin = make_pair(V, 24, out_features, padding_idx=0, scale_grad_by_freq=True,
+                                backend="triton", strategy=strategy, check_ids=check_ids,
+                                device=DEVICE)  # fmt: skip
+    emb.to(DEVICE)
+    ids = sample_ids(V, 90, seed=8, padding_idx=0).reshape(3, 30)
+    out = layer(ids)
+    want = emb(ids) if lin is None else lin.to(DEVICE)(emb(ids))
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    want.backward(upstream)
+    torch.testing.assert_close(layer.weight.grad, emb.weight.grad, rtol=1e-5, atol=1e-5)
+    if lin is not None:
+        torch.testing.assert_close(layer.projection.weight.grad, lin.weight.grad,
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_mixed_precision_table_with_low_precision_projection():
@@ -188,14 +212,15 @@ def test_mixed_precision_table_with_low_precision_projection():
 
 
 def test_frozen_table_skips_its_gradient():
-    layer = SharedEmbedding(10, 16, 16, backend="triton", device=DEVICE).freeze()
+    layer = SharedEmbedding(10, 16, out_features=16, backend="triton", device=DEVICE).freeze()
     layer(sample_ids(10, 12, seed=7)).sum().backward()
     assert layer.weight.grad is None and layer.projection.weight.grad is not None
 
 
 @pytest.mark.parametrize("strategy", ["direct", "folded"])
 def test_empty_input_forward_and_backward(strategy):
-    layer = SharedEmbedding(10, 16, 16, backend="triton", strategy=strategy, device=DEVICE)
+    layer = SharedEmbedding(10, 16, out_features=16, backend="triton", strategy=strategy,
+                            device=DEVICE)  # fmt: skip
     out = layer(torch.empty(0, 3, dtype=torch.long, device=DEVICE))
     assert out.shape == (0, 3, 16)
     out.sum().backward()

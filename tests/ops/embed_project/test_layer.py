@@ -48,7 +48,8 @@ def test_low_precision_is_as_accurate_as_its_rounding(strategy, dtype):
     # bf16/fp16 GEMMs may run in fp32 on this CPU (cost_model.cpu_gemm_dtype): judged against
     # float64, like any low-precision path
     torch.manual_seed(0)
-    layer = SharedEmbedding(30, 16, 24, padding_idx=3, backend="torch", strategy=strategy,
+    layer = SharedEmbedding(30, 16, out_features=24, padding_idx=3, backend="torch",
+                            strategy=strategy,
                             dtype=dtype)  # fmt: skip
     ids = torch.randint(0, 30, (4, 40))
     ids[0] = 3
@@ -59,7 +60,7 @@ def test_low_precision_is_as_accurate_as_its_rounding(strategy, dtype):
 @pytest.mark.parametrize("strategy", ["direct", "folded"])
 def test_cpu_backward_is_bitwise_repeatable(strategy):
     torch.manual_seed(0)
-    layer = SharedEmbedding(50, 32, 64, backend="torch", strategy=strategy)
+    layer = SharedEmbedding(50, 32, out_features=64, backend="torch", strategy=strategy)
     ids = torch.randint(0, 50, (4000,))
     ids[:2000] = 7  # a long run of one id
     upstream = torch.randn(4000, 64)
@@ -72,13 +73,13 @@ def test_cpu_backward_is_bitwise_repeatable(strategy):
 
 
 def test_auto_folds_small_vocabularies_on_cpu():
-    assert SharedEmbedding(64, 128, 256).plan(4096).fold
-    assert not SharedEmbedding(8000, 256, 256).plan(4096).fold
+    assert SharedEmbedding(64, 128, out_features=256).plan(4096).fold
+    assert not SharedEmbedding(8000, 256, out_features=256).plan(4096).fold
     assert not SharedEmbedding(64, 128).plan(4096).fold  # a plain lookup has nothing to fold
 
 
 def test_initialisation_follows_torch():
-    layer = SharedEmbedding(1000, 64, 32, padding_idx=0)
+    layer = SharedEmbedding(1000, 64, out_features=32, padding_idx=0)
     assert torch.count_nonzero(layer.weight[0]) == 0
     assert abs(layer.weight[1:].std().item() - 1.0) < 0.05  # nn.Embedding: N(0, 1)
     bound = 1 / 64**0.5  # nn.Linear: kaiming-uniform, |w| <= 1/sqrt(fan_in)
@@ -108,7 +109,7 @@ def test_empty_and_non_contiguous_ids():
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("bad", [10, 11, -1, 1234])
 def test_out_of_range_ids_name_the_id(backend, bad):
-    layer = SharedEmbedding(10, 4, 6, backend=backend)
+    layer = SharedEmbedding(10, 4, out_features=6, backend=backend)
     ids = torch.tensor([[1, 2], [3, bad]])
     with pytest.raises(IndexError, match=rf"id {bad} at position \(1, 1\).*10 rows"):
         layer(ids)
@@ -132,7 +133,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="strategy"):
         SharedEmbedding(10, 4, strategy="fast")
     with pytest.raises(ValueError, match="width 5"):
-        SharedEmbedding(10, 4, 6).logits(torch.randn(2, 5))
+        SharedEmbedding(10, 4, out_features=6).logits(torch.randn(2, 5))
 
 
 def test_negative_padding_idx_is_normalised():
@@ -159,7 +160,7 @@ def test_from_pretrained_and_freeze_schedule():
 
 def test_tied_logits_equal_scores_against_projected_rows():
     torch.manual_seed(0)
-    layer = SharedEmbedding(15, 6, 10)
+    layer = SharedEmbedding(15, 6, out_features=10)
     hidden = torch.randn(2, 3, 10, requires_grad=True)
     logits = layer.logits(hidden)
     assert logits.shape == (2, 3, 15)
@@ -173,7 +174,7 @@ def test_tied_logits_equal_scores_against_projected_rows():
 
 def test_folded_table_is_equivalent():
     torch.manual_seed(0)
-    layer = SharedEmbedding(25, 8, 12, padding_idx=3, max_norm=2.0)
+    layer = SharedEmbedding(25, 8, out_features=12, padding_idx=3, max_norm=2.0)
     ids = torch.randint(0, 25, (4, 9))
     folded = layer.folded()
     assert isinstance(folded, torch.nn.Embedding) and not folded.weight.requires_grad

@@ -19,7 +19,7 @@ BACKENDS = ["torch", "triton"]
 
 def layer_for(backend, check_ids):
     torch.manual_seed(0)
-    return SharedEmbedding(V, 4, 6, backend=backend, check_ids=check_ids).eval()
+    return SharedEmbedding(V, 4, out_features=6, backend=backend, check_ids=check_ids).eval()
 
 
 def ids_with(bad):
