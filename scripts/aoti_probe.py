@@ -25,7 +25,7 @@ def model_and_input(variant: str):
     else:
         from mmembed import SharedEmbedding
 
-        model = SharedEmbedding(1000, 128, 256, backend="triton", check_ids=False)
+        model = SharedEmbedding(1000, 128, out_features=256, backend="triton", check_ids=False)
     return model.cuda().eval(), torch.randint(0, 1000, (4, 64), device="cuda")
 
 

@@ -14,7 +14,7 @@ VOCABULARY, WIDTH = 40, 32
 
 
 def decoder(num_layers=2, max_length=24):
-    embedding = SharedEmbedding(VOCABULARY, 16, WIDTH)
+    embedding = SharedEmbedding(VOCABULARY, 16, out_features=WIDTH)
     return TransformerTextDecoder(
         embedding, num_layers=num_layers, num_heads=4, ffn_dim=64, max_length=max_length
     ).eval()
