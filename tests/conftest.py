@@ -68,33 +68,32 @@ def pair():
     return make_pair
 
 
-@pytest.fixture
-def compose_train(tmp_path):
-    """Compose ``conf/train.yaml`` like ``mmembed-train`` does, with every path in ``tmp_path``.
-
-    Returns ``compose(overrides, run_dir=None) -> cfg``; pass the cfg to ``mmembed.train.run``.
-    """
+def compose_train_config(root, overrides=(), run_dir=None):
+    """Compose ``conf/train.yaml`` like ``mmembed-train`` does, with every path in ``root``
+    (the run folder ``run_dir``, default ``root/run``); pass the cfg to ``mmembed.train.run``."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    def _compose(overrides=(), run_dir=None):
-        run_dir = run_dir or tmp_path / "run"
-        GlobalHydra.instance().clear()
-        with initialize_config_module("mmembed.conf", version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[
-                    f"paths.root_dir={tmp_path}",
-                    f"paths.output_dir={run_dir}",
-                    *overrides,
-                ],
-                return_hydra_config=True,
-            )
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+    run_dir = run_dir or root / "run"
+    GlobalHydra.instance().clear()
+    with initialize_config_module("mmembed.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"paths.root_dir={root}", f"paths.output_dir={run_dir}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
-    yield _compose
+
+@pytest.fixture
+def compose_train(tmp_path):
+    """``compose(overrides, run_dir=None) -> cfg``: :func:`compose_train_config` in
+    ``tmp_path``."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    yield lambda overrides=(), run_dir=None: compose_train_config(tmp_path, overrides, run_dir)
     GlobalHydra.instance().clear()
 
 

@@ -43,14 +43,14 @@ class TuneCTCDecoding(L.Callback):
         for batch in trainer.datamodule.val_dataloader():
             waveforms = batch["waveforms"].to(pl_module.device)
             lengths = batch["waveform_lengths"].to(pl_module.device)
-            _, frame_lengths, log_probs = pl_module._encode(waveforms, lengths)
+            _, frame_lengths, log_probs = pl_module.encode(waveforms, lengths)
             emissions.append((log_probs.cpu(), frame_lengths.cpu()))
             references += batch["texts"]
         best, table = grid_search(
             pl_module.tokenizer, options, emissions, references, self.lm_weights, self.word_scores
         )
         pl_module.decoding = best
-        pl_module._ctc_beam = None  # rebuilt with the new settings
+        pl_module._speech_decoder = None  # rebuilt with the new settings
         chosen = {"lm_weight": best.lm_weight, "word_score": best.word_score}
         log.info("tuned CTC beam decoding on validation: %s (grid: %s)", chosen, table)
         if trainer.is_global_zero:

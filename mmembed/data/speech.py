@@ -19,6 +19,7 @@ import torch
 import torchaudio
 
 from mmembed.data.audio_augment import AudioAugment
+from mmembed.data.audio_io import AudioLoadError, load_audio
 from mmembed.data.datamodule import TaskDataModule, check_positive
 from mmembed.data.manifest import ManifestEntry, read_manifest
 from mmembed.data.sampling import DurationBucketBatchSampler
@@ -41,14 +42,6 @@ DURATION_TOLERANCE_S = 0.1
 
 class AudioSkipWarning(SkippedItemsWarning):
     """Utterances were skipped while indexing a manifest (the message counts and names them)."""
-
-
-class AudioLoadError(RuntimeError):
-    """An audio file that fails when it is loaded; ``kind`` is its skip category."""
-
-    def __init__(self, message: str, kind: str = "unreadable audio"):
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -127,30 +120,6 @@ def _problem(
             f"duration out of range ({real_duration:.2f} s not in [{min_duration}, {max_duration}])"
         )
     return None
-
-
-def load_audio(path: Path, sample_rate: int) -> torch.Tensor:
-    """Mono float waveform at ``sample_rate`` (channels averaged, resampled if needed).
-
-    Raises :class:`AudioLoadError` naming the file if it does not decode or holds NaN or
-    infinite samples (float WAVs can; one such sample turns every loss it touches into NaN).
-    """
-    try:
-        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises several types for corrupt files
-        raise AudioLoadError(f"{path}: cannot read audio ({err})") from err
-    waveform = torch.from_numpy(samples).mean(dim=1)
-    finite = torch.isfinite(waveform)
-    if not finite.all():
-        nan = int(waveform.isnan().sum())
-        raise AudioLoadError(
-            f"{path}: audio holds non-finite samples ({nan} NaN, {int((~finite).sum()) - nan} "
-            f"infinite of {len(waveform)}, first at sample {int((~finite).nonzero()[0])})",
-            kind="non-finite audio",
-        )
-    if file_rate != sample_rate:
-        waveform = torchaudio.functional.resample(waveform, file_rate, sample_rate)
-    return waveform
 
 
 class SpeechDataset(torch.utils.data.Dataset):

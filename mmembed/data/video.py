@@ -20,12 +20,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from mmembed.data.datamodule import TaskDataModule
-from mmembed.data.image_transforms import photometric_jitter, random_erasing
 from mmembed.data.skips import (
     PATHS,
     SKIPPED,
@@ -46,13 +42,10 @@ from mmembed.data.video_annotations import (
     scan_class_folders,
 )
 from mmembed.data.video_clips import ClipSampling
-from mmembed.data.video_io import VideoInfo, VideoReadError, decode_frames, probe_video
+from mmembed.data.video_io import VideoInfo, VideoReadError, decode_clips, probe_video
+from mmembed.data.video_transforms import KINETICS_MEAN, KINETICS_STD, VideoTransform
 
 log = logging.getLogger(__name__)
-
-# torchvision's video-classification references (Kinetics-400 statistics).
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 DEFAULT_SPLITS = {
     "csv": {"train": "train.csv", "validation": "validation.csv", "test": "test.csv"},
@@ -124,59 +117,6 @@ def index_videos(
     return kept
 
 
-class VideoTransform:
-    """uint8 frames (..., T, C, H, W) -> normalised float clips (..., C, T, H, W).
-
-    Training: random resized crop (one crop for all frames of a clip), an optional horizontal
-    flip (off by default: a flip turns "moving left" into "moving right"), and optional colour
-    jitter, greyscale and random erasing, each the same for every frame of the clip.
-    Evaluation: resize the short side, then centre crop.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        train: bool,
-        crop_scale: tuple[float, float] = (0.8, 1.0),
-        horizontal_flip_p: float = 0.0,
-        mean: Sequence[float] = KINETICS_MEAN,
-        std: Sequence[float] = KINETICS_STD,
-        color_jitter: float = 0.0,
-        grayscale_p: float = 0.0,
-        erasing_p: float = 0.0,
-    ):
-        after = []
-        if train:
-            steps = [v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True)]
-            if horizontal_flip_p > 0:
-                steps.append(v2.RandomHorizontalFlip(horizontal_flip_p))
-            steps += photometric_jitter(color_jitter, color_jitter, color_jitter, 0.0)
-            after = random_erasing(erasing_p)
-        else:
-            steps = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-        # v2.RandomGrayscale passes videos through unchanged (torchvision 0.26), so greyscale is
-        # applied here, on the frames as a batch of images
-        self.grayscale_p = grayscale_p if train else 0.0
-        self.geometric = v2.Compose(steps)
-        self.transform = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), *after]
-        )
-
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        clip = self.geometric(tv_tensors.Video(frames))
-        if self.grayscale_p > 0 and torch.rand(()).item() < self.grayscale_p:
-            grey = F.rgb_to_grayscale(clip.as_subclass(torch.Tensor), num_output_channels=3)
-            clip = tv_tensors.Video(grey)
-        clip = self.transform(clip)
-        return clip.as_subclass(torch.Tensor).movedim(-4, -3).contiguous()
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.geometric}, grayscale_p={self.grayscale_p}, "
-            f"{self.transform})"
-        )
-
-
 class VideoClassificationDataset(torch.utils.data.Dataset):
     """Items :class:`VideoItem` ``(clip, label, video_index, path)``.
 
@@ -237,11 +177,7 @@ class VideoClassificationDataset(torch.utils.data.Dataset):
             return SkippedItem(where, "unreadable", reason)
 
     def _load(self, video_index: int) -> VideoItem:
-        clips = self.clip_indices(video_index)
-        unique = sorted({i for clip in clips for i in clip})
-        decoded = decode_frames(self.videos[video_index].path, unique)
-        position = {frame: row for row, frame in enumerate(unique)}
-        frames = torch.stack([decoded[[position[i] for i in clip]] for clip in clips])
+        frames = decode_clips(self.videos[video_index].path, self.clip_indices(video_index))
         # Without a transform the layout is still (..., C, T, H, W), as uint8.
         frames = self.transform(frames) if self.transform else frames.movedim(-4, -3)
         clip = frames[0] if self.train else frames

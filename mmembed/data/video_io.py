@@ -76,3 +76,12 @@ def decode_frames(path: str | PathLike, indices: Sequence[int]) -> torch.Tensor:
     end = max(frames)
     stacked = np.stack([frames[min(index, end)] for index in indices])
     return torch.from_numpy(stacked).permute(0, 3, 1, 2)
+
+
+def decode_clips(path: str | PathLike, clips: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Clips of the video given as frame indices, decoded in one pass: uint8
+    (len(clips), frames per clip, C, H, W), RGB."""
+    unique = sorted({index for clip in clips for index in clip})
+    decoded = decode_frames(path, unique)
+    position = {frame: row for row, frame in enumerate(unique)}
+    return torch.stack([decoded[[position[i] for i in clip]] for clip in clips])

@@ -72,21 +72,8 @@ class LabelTextEncoder(nn.Module):
         if key in self._token_cache:
             self._token_cache.move_to_end(key)
         else:
-            if not key:
-                raise ValueError("need at least one text")
-            encoded = [self.tokenizer.encode(text) for text in key]
-            empty = [text for text, ids in zip(key, encoded, strict=True) if not ids]
-            if empty:
-                raise ValueError(f"texts with no tokens after normalisation: {empty}")
-            if self.layers is not None:
-                encoded = [ids[: self.max_length] for ids in encoded]
-            length = max(len(ids) for ids in encoded)
-            ids = torch.full((len(key), length), self.tokenizer.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(key), length), dtype=torch.bool)
-            for row, tokens in enumerate(encoded):
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = True
-            self._token_cache[key] = (ids, mask)
+            max_length = self.max_length if self.layers is not None else None
+            self._token_cache[key] = tokenize_texts(self.tokenizer, key, max_length)
             if len(self._token_cache) > _CACHED_TEXT_LISTS:
                 self._token_cache.popitem(last=False)
         ids, mask = self._token_cache[key]
@@ -97,7 +84,7 @@ class LabelTextEncoder(nn.Module):
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings (N, width) of padded token ids (N, L) with their mask of real
-        tokens (N, L): the tensor-only path (export, serving)."""
+        tokens (N, L): the tensor-only path (the exported label graph, serving)."""
         tokens = self.embedding(ids)  # (N, L, width)
         if self.layers is not None:
             positions = torch.arange(ids.shape[1], device=ids.device)
@@ -139,3 +126,26 @@ class TextEncoderLayer(nn.Module):
         )  # fmt: skip
         x = x + self.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, width)))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+def tokenize_texts(
+    tokenizer: Tokenizer, texts: Sequence[str], max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded ids (N, L) and a mask of real tokens (N, L) of ``texts`` (each cut at
+    ``max_length`` tokens if given); a text with no tokens after normalisation is an error
+    naming it."""
+    if not texts:
+        raise ValueError("need at least one text")
+    encoded = [tokenizer.encode(text) for text in texts]
+    empty = [text for text, ids in zip(texts, encoded, strict=True) if not ids]
+    if empty:
+        raise ValueError(f"texts with no tokens after normalisation: {empty}")
+    if max_length is not None:
+        encoded = [ids[:max_length] for ids in encoded]
+    length = max(len(ids) for ids in encoded)
+    ids = torch.full((len(texts), length), tokenizer.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(texts), length), dtype=torch.bool)
+    for row, tokens in enumerate(encoded):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = True
+    return ids, mask

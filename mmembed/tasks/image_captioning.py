@@ -21,7 +21,8 @@ from torch import nn
 
 from mmembed.embedding import SharedEmbedding
 from mmembed.metrics.captioning import CaptionMetrics, save_caption_grid
-from mmembed.models.decoding import CaptionDecoding, Hypothesis, beam_search
+from mmembed.models.decoding import CaptionDecoding, Hypothesis
+from mmembed.models.decoding.cached import cached_beam_search
 from mmembed.models.decoding.options import as_options
 from mmembed.models.text_decoder import TransformerTextDecoder
 from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty, log_examples
@@ -132,29 +133,38 @@ class ImageCaptioning(TokenTableTask):
         the ``decoding`` config. Call ``.eval()`` first outside a Trainer."""
         if memory is None:
             memory = self(images)
-        given = dict(
-            beam_size=beam_size,
-            length_penalty=length_penalty,
-            max_length=max_length,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-        )
-        options = {**vars(self.decoding), **{k: v for k, v in given.items() if v is not None}}
+        # one token per step over the key/value caches, as the exported decoder-step graph runs
+        memory_cache = self.decoder.memory_cache(memory)
 
-        def step(prefixes: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-            return self.decode_step(prefixes, memory[owners])
+        def step(tokens: torch.Tensor, cache: torch.Tensor, owners: torch.Tensor):
+            return self.decoder.step(tokens, cache, memory_cache, owners)
 
-        return beam_search(
+        return cached_beam_search(
             step,
+            lambda rows: self.decoder.empty_cache(rows, memory),
             memory.shape[0],
             self.tokenizer.bos_id,
             self.tokenizer.eos_id,
-            beam_size=options["beam_size"],
-            # the begin token takes one learned position
-            max_length=min(options["max_length"], self.decoder.max_length - 1),
-            length_penalty=options["length_penalty"],
-            no_repeat_ngram_size=options["no_repeat_ngram_size"],
             device=memory.device,
+            **self.search_options(
+                beam_size=beam_size,
+                length_penalty=length_penalty,
+                max_length=max_length,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+            ),
         )
+
+    def search_options(self, **given: Any) -> dict[str, Any]:
+        """The beam-search settings :meth:`generate` uses (exported with the model): the
+        ``decoding`` config with the ``given`` values that are not None on top."""
+        options = {**vars(self.decoding), **{k: v for k, v in given.items() if v is not None}}
+        return {
+            "beam_size": options["beam_size"],
+            # the begin token takes one learned position
+            "max_length": min(options["max_length"], self.decoder.max_length - 1),
+            "length_penalty": options["length_penalty"],
+            "no_repeat_ngram_size": options["no_repeat_ngram_size"],
+        }
 
     def caption(self, images: torch.Tensor, **options: Any) -> list[str]:
         """Captions for images (B, 3, H, W), preprocessed like the training data (the data

@@ -215,7 +215,7 @@ class MultimodalEmbedding(TokenTableTask):
 
     def _speech_terms(self, batch: dict[str, Any], ctc: str, alignment: str) -> dict:
         terms = {}
-        frames, frame_lengths, log_probs = self.speech._encode(
+        frames, frame_lengths, log_probs = self.speech.encode(
             batch["waveforms"], batch["waveform_lengths"]
         )
         if self._weighted(ctc):
@@ -305,7 +305,7 @@ class MultimodalEmbedding(TokenTableTask):
         name = "val" if stage == "val" else split  # the split name the parts log under
         kept = self._store.setdefault((part, split), defaultdict(list))
         if part == "speech":
-            encoded = self.speech._encode(batch["waveforms"], batch["waveform_lengths"])
+            encoded = self.speech.encode(batch["waveforms"], batch["waveform_lengths"])
             self.speech._evaluate(batch, batch_idx, name, encoded)
             kept["embeddings"].append(self.audio_head(encoded[0], encoded[1]))
             kept["texts"] += batch["texts"]

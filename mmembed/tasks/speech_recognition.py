@@ -17,8 +17,9 @@ from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from mmembed.embedding import SharedEmbedding
-from mmembed.models.decoding import CTCBeamDecoder, SpeechDecoding, beam_search, ctc_greedy
+from mmembed.models.decoding import SpeechDecoding
 from mmembed.models.decoding.options import as_options
+from mmembed.models.decoding.speech import SpeechDecoder
 from mmembed.models.heads import TiedLogits
 from mmembed.models.text_decoder import TransformerTextDecoder
 from mmembed.tasks.base import TokenTableArgs, TokenTableTask, is_empty, log_examples
@@ -67,7 +68,7 @@ class SpeechRecognition(TokenTableTask):
         self.decoding = as_options(decoding, SpeechDecoding)
         if self.decoding.method == "attention" and self.decoder is None:
             raise ValueError("decoding.method='attention' needs a decoder")
-        self._ctc_beam: CTCBeamDecoder | None = None
+        self._speech_decoder: SpeechDecoder | None = None
         self.num_logged_examples = num_logged_examples
         self.metrics = nn.ModuleDict()
         self._add_split_metrics("val")
@@ -79,13 +80,13 @@ class SpeechRecognition(TokenTableTask):
         self, waveforms: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """CTC log-probabilities (B, T, V) over the shared vocabulary, and frame lengths."""
-        _, frame_lengths, log_probs = self._encode(waveforms, lengths)
+        _, frame_lengths, log_probs = self.encode(waveforms, lengths)
         return log_probs, frame_lengths
 
     def _ctc_log_probs(self, frames: torch.Tensor) -> torch.Tensor:
         return self.ctc_head(frames).float().log_softmax(dim=-1)
 
-    def _encode(self, waveforms: torch.Tensor, lengths: torch.Tensor):
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor):
         """Frames, frame lengths and CTC log-probabilities: one encoder pass that the losses
         and the decoders share."""
         frames, frame_lengths = self.encoder(waveforms, lengths)
@@ -135,45 +136,43 @@ class SpeechRecognition(TokenTableTask):
     # --- decoding --------------------------------------------------------------------------
 
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        return self._decode(*self._encode(waveforms, lengths))
+        return self._decode(*self.encode(waveforms, lengths))
 
     def _decode(self, frames, frame_lengths, log_probs) -> list[str]:
-        method = self.decoding.method
-        if method == "greedy":
-            token_lists = ctc_greedy(log_probs, frame_lengths, self.tokenizer.blank_id)
-        elif method == "ctc_beam":
-            if self._ctc_beam is None:
-                self._ctc_beam = CTCBeamDecoder(self.tokenizer, self.decoding)
-            token_lists = self._ctc_beam(log_probs, frame_lengths)
-        else:
-            token_lists = self._attention_decode(frames, frame_lengths)
-        return [self.tokenizer.decode(tokens) for tokens in token_lists]
-
-    def _attention_decode(self, frames, frame_lengths) -> list[list[int]]:
+        if self._speech_decoder is None:
+            search = self.attention_search_options() if self.decoder is not None else None
+            self._speech_decoder = SpeechDecoder(self.tokenizer, self.decoding, search)
+        if self.decoding.method != "attention":
+            return self._speech_decoder(log_probs, frame_lengths)
         memory_mask = _padding_mask(frame_lengths, frames.shape[1])
+        # one token per step over the key/value caches, as the exported decoder-step graph runs
+        memory_cache = self.decoder.memory_cache(frames)
 
-        def step(prefixes: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-            logits = self.decoder(prefixes, frames[owners], memory_padding_mask=memory_mask[owners])
-            return logits[:, -1].float().log_softmax(dim=-1)
+        def step(tokens: torch.Tensor, cache: torch.Tensor, owners: torch.Tensor):
+            return self.decoder.step(tokens, cache, memory_cache, owners, memory_mask)
 
-        hypotheses = beam_search(
+        return self._speech_decoder(
+            log_probs,
+            frame_lengths,
             step,
-            frames.shape[0],
-            self.tokenizer.bos_id,
-            self.tokenizer.eos_id,
-            beam_size=self.decoding.beam_size,
-            max_length=min(self.decoding.max_length, self.decoder.max_length),
-            length_penalty=self.decoding.length_penalty,
-            device=frames.device,
+            lambda rows: self.decoder.empty_cache(rows, frames),
         )
-        return [hyp.tokens for hyp in hypotheses]
+
+    def attention_search_options(self) -> dict[str, Any]:
+        """The beam-search settings of ``decoding.method="attention"`` (exported with the
+        model)."""
+        return {
+            "beam_size": self.decoding.beam_size,
+            "max_length": min(self.decoding.max_length, self.decoder.max_length),
+            "length_penalty": self.decoding.length_penalty,
+        }
 
     # --- Lightning hooks -------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if is_empty(batch):
             return self.nothing_to_learn()
-        encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
+        encoded = self.encode(batch["waveforms"], batch["waveform_lengths"])
         loss, parts = self._losses(batch, *encoded)
         size = len(batch["texts"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -185,12 +184,12 @@ class SpeechRecognition(TokenTableTask):
     def _evaluate(
         self, batch: dict[str, Any], batch_idx: int, split: str, encoded: tuple | None = None
     ) -> None:
-        """Loss, transcripts and metrics of one batch; ``encoded``: its :meth:`_encode` output,
+        """Loss, transcripts and metrics of one batch; ``encoded``: its :meth:`encode` output,
         when the caller has it already."""
         if is_empty(batch):
             return
         if encoded is None:
-            encoded = self._encode(batch["waveforms"], batch["waveform_lengths"])
+            encoded = self.encode(batch["waveforms"], batch["waveform_lengths"])
         loss, _ = self._losses(batch, *encoded)
         hypotheses = self._decode(*encoded)
         references = batch["texts"]

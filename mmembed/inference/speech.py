@@ -1,0 +1,151 @@
+"""Speech recognition from an artifact: audio in, transcripts out.
+
+The encoder graph takes waveforms (the log-mel front end is inside it) with a dynamic batch and
+length; the host reads and resamples audio, pads batches of similar length and decodes: greedy
+CTC, flashlight CTC beam search (with the packaged lexicon and LM), or, for joint models, the
+attention beam search over the decoder-step graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmembed.data.audio_io import AudioLoadError, load_audio, to_model_waveform
+from mmembed.inference.inputs import AUDIO_EXTENSIONS, InputError
+from mmembed.inference.predictor import Predictor
+from mmembed.models.decoding import SpeechDecoding
+from mmembed.models.decoding.cached import empty_cache
+from mmembed.models.decoding.speech import SpeechDecoder
+
+Audio = str | PathLike | np.ndarray | torch.Tensor
+
+
+class SpeechPredictor(Predictor):
+    """``transcribe(audio)``: see :meth:`transcribe`. Decoding settings come from the artifact
+    (the run's ``task.decoding``)."""
+
+    task = "speech_recognition"
+    extensions = AUDIO_EXTENSIONS
+
+    def __init__(self, artifact, **kwargs):
+        super().__init__(artifact, **kwargs)
+        preprocessing = self.config["preprocessing"]
+        self.sample_rate: int = preprocessing["sample_rate"]
+        self.min_samples: int = preprocessing["min_samples"]
+        self.max_samples: int = preprocessing["max_samples"]
+        decoding = dict(self.config["decoding"])
+        if decoding["method"] == "ctc_beam":
+            # flashlight reads the packaged lexicon and LM from files
+            for key in ("lexicon", "lm"):
+                if decoding[key]:
+                    decoding[key] = str(self.resource(decoding[key]))
+        self.decoding = SpeechDecoding(**decoding)
+        attention = self.config["attention"]
+        self._decoder = SpeechDecoder(
+            self.tokenizer, self.decoding, attention["search"] if attention else None
+        )
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def read(self, source: Audio, sample_rate: int | None = None) -> torch.Tensor:
+        """A mono float waveform at the model's rate from a file (any rate and channel count)
+        or an array ``(frames,)`` / ``(frames, channels)`` at ``sample_rate`` (default: the
+        model's)."""
+        if isinstance(source, (str, PathLike)):
+            try:
+                waveform = load_audio(source, self.sample_rate)
+            except AudioLoadError as err:
+                raise InputError(str(err)) from err
+            name = str(source)
+        else:
+            try:
+                waveform = to_model_waveform(
+                    source, sample_rate or self.sample_rate, self.sample_rate
+                )
+            except ValueError as err:
+                raise InputError(f"audio array: {err}") from err
+            name = "audio array"
+        if waveform.numel() == 0:
+            raise InputError(f"{name}: no audio samples")
+        if waveform.numel() > self.max_samples:
+            raise InputError(
+                f"{name}: {waveform.numel() / self.sample_rate:.1f} s is longer than the "
+                f"{self.max_samples / self.sample_rate:.0f} s the exported graph accepts; split it"
+            )
+        if not bool(torch.isfinite(waveform).all()):
+            raise InputError(f"{name}: the audio holds NaN or infinite samples")
+        return waveform
+
+    # --- predicting ------------------------------------------------------------------------
+
+    def transcribe(
+        self,
+        audio: Audio | Sequence[Audio],
+        sample_rate: int | None = None,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Transcripts of audio files or arrays (one input or a list; always a list back).
+        Arrays are at ``sample_rate`` (default: the model's) and resampled if it differs."""
+        items = [audio] if _is_single(audio) else list(audio)
+        waveforms = [self.read(item, sample_rate) for item in items]
+        return [record["transcript"] for record in self.run(waveforms, batch_size=batch_size)]
+
+    def run(
+        self, items: Sequence[torch.Tensor], batch_size: int | None = None
+    ) -> list[dict[str, Any]]:
+        # similar lengths share a batch (less padding); results go back in input order
+        order = sorted(range(len(items)), key=lambda i: items[i].numel())
+        size = batch_size or len(items)
+        results: list[dict[str, Any]] = [{} for _ in items]
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            for index, text in zip(
+                chunk, self._transcribe_batch([items[i] for i in chunk]), strict=True
+            ):
+                results[index] = {"transcript": text}
+        return results
+
+    def _transcribe_batch(self, waveforms: list[torch.Tensor]) -> list[str]:
+        lengths = torch.tensor([w.numel() for w in waveforms], dtype=torch.long)
+        # zero padding is invisible to the model (its front end masks by length)
+        batch = torch.zeros(len(waveforms), max(int(lengths.max()), self.min_samples))
+        for row, waveform in enumerate(waveforms):
+            batch[row, : waveform.numel()] = waveform
+        log_probs, frame_lengths, *memory = self.graphs["encoder"](
+            batch.to(self.device), lengths.to(self.device)
+        )
+        return self.decode(log_probs, frame_lengths, *memory)
+
+    def decode(
+        self,
+        log_probs: torch.Tensor,
+        frame_lengths: torch.Tensor,
+        memory_cache: torch.Tensor | None = None,
+    ) -> list[str]:
+        """Transcripts of the encoder graph's outputs, by the exported decoding settings
+        (``memory_cache``: the joint model's third output, for ``method="attention"``)."""
+        if self.decoding.method != "attention":
+            return self._decoder(log_probs, frame_lengths)
+        mask = torch.arange(log_probs.shape[1], device=self.device)[None] >= frame_lengths[:, None]
+        step_graph = self.graphs["decoder_step"]
+        layout = tuple(self.config["attention"]["cache_layout"])
+
+        def step(tokens: torch.Tensor, cache: torch.Tensor, owners: torch.Tensor):
+            return step_graph(tokens, cache, memory_cache, owners, mask)
+
+        return self._decoder(
+            log_probs,
+            frame_lengths,
+            step,
+            lambda rows: empty_cache(layout, rows, self.device),
+        )
+
+
+def _is_single(audio: Any) -> bool:
+    # an array is one clip: (frames,) or (frames, channels), as soundfile reads them
+    return isinstance(audio, (str, PathLike, np.ndarray, torch.Tensor))
