@@ -123,3 +123,43 @@ def test_a_space_row_serves_the_subword_word_marker(tmp_path):
     marker = target.tokenizer.token_to_id("\u2581")
     space = source.tokenizer.token_to_id(" ")
     assert torch.equal(target.embedding.weight[marker], source.embedding.weight[space])
+
+
+# --- through the training app ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_starts_from_another_runs_weights_and_tokenizer(compose_train, tmp_path, caplog):
+    import json
+    import logging
+
+    from helpers.runs import asr_overrides, tiny_speech_corpus
+    from mmembed.artifacts import load_checkpoint
+    from mmembed.train import run
+
+    corpus = tiny_speech_corpus(tmp_path / "speech")
+    short = ["trainer.max_epochs=1", "trainer.limit_val_batches=1", "test=false"]
+    source_run = asr_overrides(corpus, *short, "data.max_batch_size=3")  # 2 steps
+    run(compose_train(source_run, run_dir=tmp_path / "source"))
+    source = resolve_checkpoint(tmp_path / "source")
+    # lr=0: the new run's one step keeps the weights it started from
+    target_run = asr_overrides(
+        corpus, *short, "trainer.limit_train_batches=1", f"init_from={tmp_path / 'source'}",
+        "init_from_tokenizer=true", "optimizer.lr=0.0",
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="mmembed.train"):
+        run(compose_train(target_run, run_dir=tmp_path / "target"))
+    assert f"init_from {source}" in caplog.text and "0 new tokens" in caplog.text
+    started = load_checkpoint(source)
+    trained = load_checkpoint(resolve_checkpoint(tmp_path / "target"))
+    assert trained["state_dict"].keys() == started["state_dict"].keys()
+    for name, tensor in started["state_dict"].items():
+        if "running_" not in name and "num_batches_tracked" not in name:  # BatchNorm statistics
+            torch.testing.assert_close(trained["state_dict"][name], tensor, msg=name)
+    source_tokenizer, target_tokenizer = (
+        json.loads((tmp_path / run_dir / "tokenizer.json").read_text())
+        for run_dir in ("source", "target")
+    )
+    assert source_tokenizer == target_tokenizer
+    # weights only: the new run counts its own steps, not the source run's
+    assert (started["global_step"], trained["global_step"]) == (2, 1)
