@@ -154,8 +154,11 @@ class DurationBucketBatchSampler(EpochBatchSampler):
     ``max_batch_duration`` (seconds of audio, or any length unit), so long utterances come in
     small batches and short ones in large batches.
 
-    Items are sorted by length inside shuffled windows of ``bucket_size`` items, cut into
-    batches, and the batch order is shuffled each epoch.
+    Items are sorted by length inside shuffled windows of ``bucket_size`` items and cut into
+    batches once (from ``seed``); each epoch shuffles the order of those batches, as ESPnet's
+    batch bins do. The batches themselves stay fixed because Lightning counts an epoch's batches
+    once, when training starts, and validates after that many: an epoch that drew one batch
+    fewer would skip its validation (and early stopping would count the stale value).
     """
 
     def __init__(
@@ -181,8 +184,17 @@ class DurationBucketBatchSampler(EpochBatchSampler):
         self.max_batch_duration = max_batch_duration
         self.max_batch_size = max_batch_size
         self.bucket_size = bucket_size
+        self._batches: list[list[int]] | None = None
 
     def epoch_batches(self, generator: torch.Generator) -> list[list[int]]:
+        if self._batches is None:
+            self._batches = self._all_batches(torch.Generator().manual_seed(self.seed))
+        batches = self._batches
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        return batches
+
+    def _all_batches(self, generator: torch.Generator) -> list[list[int]]:
         if self.shuffle:
             order = torch.randperm(len(self.durations), generator=generator).tolist()
         else:
@@ -191,8 +203,6 @@ class DurationBucketBatchSampler(EpochBatchSampler):
         for start in range(0, len(order), self.bucket_size):
             bucket = sorted(order[start : start + self.bucket_size], key=self.durations.__getitem__)
             batches.extend(self._cut(bucket))
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
         return batches
 
     def _cut(self, sorted_indices: list[int]) -> Iterator[list[int]]:

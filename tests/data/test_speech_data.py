@@ -137,6 +137,23 @@ def test_bucket_sampler_covers_every_item_once_within_the_budget():
     assert list(sampler) == batches, "the same epoch must give the same batches"
 
 
+def test_bucket_sampler_gives_every_epoch_as_many_batches_as_lightning_counted():
+    # Lightning takes len() once and validates after that many batches: an epoch with one
+    # batch fewer would silently skip its validation
+    generator = torch.Generator().manual_seed(0)
+    durations = (0.5 + 4.5 * torch.rand(600, generator=generator)).tolist()
+    sampler = DurationBucketBatchSampler(durations, max_batch_duration=20.0, bucket_size=128)
+    counted = len(sampler)
+    epochs = []
+    for epoch in range(8):
+        sampler.set_epoch(epoch)
+        epochs.append(list(sampler))
+    assert [len(batches) for batches in epochs] == [counted] * 8
+    assert len({tuple(map(tuple, batches)) for batches in epochs}) == 8  # reshuffled each epoch
+    for batches in epochs:
+        assert sorted(i for b in batches for i in b) == list(range(600))
+
+
 def test_bucket_sampler_shards_batches_equally_across_ranks(monkeypatch):
     durations = [1.0] * 10
     sampler = DurationBucketBatchSampler(durations, max_batch_duration=3.0, shuffle=False)
