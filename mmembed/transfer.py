@@ -13,6 +13,16 @@ prefix is renamed to a target prefix (``{"encoder": "speech.encoder"}`` puts the
 of a recogniser into the multimodal model's speech part). Then only the mapped tensors are
 copied, every model tensor under a target prefix must be found among them, and the rest of the
 model keeps its initial values (counted in the report).
+
+Several runs into one table (the multimodal model built from three single-task runs): what a
+task reads of the table is its *projected* rows, ``E[t] @ W.T + b``, never E alone. So a row
+taken from a run whose projection is not the model's is solved for in the model's projection
+(``E[t] = (P[t] - b) @ pinv(W.T)``: exact when the table is at least as wide as the projection's
+output, as in every mmembed config), and when a run brings its own projection, the rows earlier
+runs set (``keep_rows``) are re-expressed in it. Every part then scores its tokens exactly as it
+did in its own run. ``table_rows`` says which rows a run gives: ``"all"`` it knows,
+``"characters"`` (the CTC blank and the single characters: what a character recogniser reads;
+its ``<s>`` and ``</s>`` rows were never trained) or ``"none"``. Later runs win on a shared token.
 """
 
 from __future__ import annotations
@@ -25,9 +35,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mmembed.text.tokenizers import WORD_MARKER, Tokenizer, load_tokenizer_dict
+from mmembed.text.tokenizers import SPECIAL_TOKENS, WORD_MARKER, Tokenizer, load_tokenizer_dict
 
-__all__ = ["InitReport", "init_from", "load_init_checkpoint", "rename_prefix", "resolve_checkpoint"]
+__all__ = [
+    "TABLE_ROWS",
+    "InitReport",
+    "init_from",
+    "load_init_checkpoint",
+    "rename_prefix",
+    "resolve_checkpoint",
+]
+
+# which rows of the table a source gives (see the module docstring)
+TABLE_ROWS = ("all", "characters", "none")
 
 
 class InitFromError(ValueError):
@@ -45,6 +65,19 @@ class InitReport:
     new_tokens: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unmapped: int = 0
+    # target ids of the rows this source set, and how: "copied" (its own projection) or
+    # "solved" (into the model's); the largest error of the projected rows so reproduced
+    rows: list[int] = field(default_factory=list)
+    row_mode: str = "copied"
+    reexpressed: int = 0
+    projection_error: float = 0.0
+    # the error relative to the largest projected value: above ~1e-4 the rows are approximate
+    # (a table narrower than its projection's output cannot hold another projection's rows)
+    relative_error: float = 0.0
+
+    @property
+    def approximate(self) -> bool:
+        return self.relative_error > 1e-4
 
     def summary(self) -> str:
         lines = [
@@ -53,6 +86,18 @@ class InitReport:
             f"{len(self.new_tokens)} new tokens initialised fresh"
             + (f" (e.g. {self.new_tokens[:8]})" if self.new_tokens else ""),
         ]
+        if self.row_mode == "solved" or self.reexpressed:
+            lines.append(
+                f"  projected rows: {self.rows_matched} {self.row_mode} into the model's "
+                f"projection, {self.reexpressed} earlier rows re-expressed in this one (largest "
+                f"error of a projected row: {self.projection_error:.2e})"
+            )
+        if self.approximate:
+            lines.append(
+                f"  WARNING: those rows are approximate ({self.relative_error:.1%} of the largest "
+                "value): the table is narrower than the projection's output, so rows learned "
+                "under another projection do not fit; make embedding_dim >= the width"
+            )
         if self.skipped:
             lines.append(f"  left at their initial values (init_from_skip): {self.skipped}")
         if self.unmapped:
@@ -111,6 +156,8 @@ def init_from(
     tokenizer: Tokenizer | None = None,
     skip: Sequence[str] = (),
     prefixes: Mapping[str, str] | None = None,
+    table_rows: str = "all",
+    keep_rows: Sequence[int] = (),
 ) -> InitReport:
     """Copy the weights of the checkpoint at ``path`` into ``model``.
 
@@ -124,11 +171,21 @@ def init_from(
             on other classes).
         prefixes: source -> target name prefixes (``""`` is the whole model), to take parts
             of a checkpoint into another architecture; None: every tensor under its own name.
+        table_rows: which of the checkpoint's rows to take: ``"all"`` it shares with the model,
+            ``"characters"`` (the blank and the single characters, what a character recogniser
+            reads) or ``"none"``.
+        keep_rows: rows an earlier ``init_from`` set (its report's ``rows``): if this
+            checkpoint brings its own projection, they are re-expressed in it so that their
+            projected rows stay what they were.
 
     Raises:
         InitFromError: names every tensor that is missing from the checkpoint or has another
             shape there (unless skipped), or a checkpoint without a tokenizer.
     """
+    if table_rows not in TABLE_ROWS:
+        raise InitFromError(
+            f"init_from: table_rows must be one of {TABLE_ROWS}, got {table_rows!r}"
+        )
     source, checkpoint = load_init_checkpoint(path)
     report = InitReport(str(source))
     state = checkpoint["state_dict"]
@@ -136,7 +193,9 @@ def init_from(
         state = _renamed(state, prefixes)
     table = model.embedding.weight if table is None else table
     tokenizer = model.tokenizer if tokenizer is None else tokenizer
+    layer = _layer_of(model, table)
     table_names = _table_names(model, table)
+    projection_names = _projection_names(model, layer)
     target = model.state_dict()
 
     def skipped(name: str) -> bool:
@@ -173,16 +232,94 @@ def init_from(
             + ("; ..." if len(problems) > 12 else "")
         )
     table_source = next((name for name in sorted(table_names) if name in state), None)
-    if table_source is not None and not skipped(table_source):
+    takes_rows = table_source is not None and not skipped(table_source) and table_rows != "none"
+    brings_projection = any(name in updates for name in projection_names)
+    before = _projected(layer) if layer is not None else None
+    model.load_state_dict(updates, strict=False)
+    if layer is not None and brings_projection and keep_rows:
+        # this run's projection replaces the model's: earlier runs' rows must keep their outputs
+        keep = torch.tensor(sorted(set(keep_rows)), dtype=torch.long)
+        _set_projected_rows(layer, keep, before[keep], report)
+        report.reexpressed = len(keep)
+    if takes_rows:
         if "tokenizer" not in checkpoint:
             raise InitFromError(f"init_from: {source} holds no tokenizer to match table rows by")
-        rows = _match_rows(state[table_source], load_tokenizer_dict(checkpoint["tokenizer"]),
-                           tokenizer, report)  # fmt: skip
-        with torch.no_grad():
-            table[rows["new"]] = rows["values"].to(table.dtype)
-    model.load_state_dict(updates, strict=False)
-    report.copied = len(updates) + (table_source is not None)
+        old_tokenizer = load_tokenizer_dict(checkpoint["tokenizer"])
+        rows = _match_rows(state[table_source], old_tokenizer, tokenizer, report,
+                           characters_only=table_rows == "characters")  # fmt: skip
+        report.rows = rows["new"].tolist()
+        own_projection = layer is None or brings_projection or layer.projection is None
+        if own_projection:
+            with torch.no_grad():
+                table[rows["new"]] = rows["values"].to(table.dtype)
+        else:
+            source_rows = _source_projected(state, table_source, rows["values"])
+            _set_projected_rows(layer, rows["new"], source_rows, report)
+            report.row_mode = "solved"
+    report.copied = len(updates) + takes_rows
     return report
+
+
+def _layer_of(model: nn.Module, table: nn.Parameter) -> nn.Module | None:
+    """The SharedEmbedding that owns ``table`` (None for a bare table)."""
+    return next((m for m in model.modules() if getattr(m, "weight", None) is table), None)
+
+
+def _projection_names(model: nn.Module, layer: nn.Module | None) -> set[str]:
+    projection = getattr(layer, "projection", None)
+    if projection is None:
+        return set()
+    own = {id(p) for p in projection.parameters()}
+    return {
+        name for name, param in model.named_parameters(remove_duplicate=False) if id(param) in own
+    }
+
+
+def _projected(layer: nn.Module) -> torch.Tensor:
+    """The layer's projected rows ``E @ W.T + b`` in float64 (what every task reads)."""
+    with torch.no_grad():
+        table = layer.weight.detach().double()
+        projection = getattr(layer, "projection", None)
+        if projection is None:
+            return table
+        out = table @ projection.weight.detach().double().t()
+        if projection.bias is not None:
+            out = out + projection.bias.detach().double()
+        return out
+
+
+def _source_projected(state: Mapping[str, torch.Tensor], table_name: str, rows: torch.Tensor):
+    """The checkpoint's projected rows of ``rows`` (its table rows), by its own projection:
+    ``<layer>.projection.weight/bias`` beside ``<layer>.weight``; none stored = identity."""
+    prefix = table_name[: -len("weight")]
+    weight, bias = state.get(prefix + "projection.weight"), state.get(prefix + "projection.bias")
+    out = rows.double()
+    if weight is not None:
+        out = out @ weight.double().t()
+    if bias is not None:
+        out = out + bias.double()
+    return out
+
+
+def _set_projected_rows(layer: nn.Module, ids: torch.Tensor, projected: torch.Tensor,
+                        report: InitReport) -> None:  # fmt: skip
+    """Set rows ``ids`` of the layer's table so that its projected rows equal ``projected``:
+    ``E = (P - b) @ pinv(W.T)``, least squares (exact when the table is at least as wide as
+    the projection's output and W has full rank)."""
+    projection = layer.projection
+    weight = projection.weight.detach().double()
+    target = projected.double()
+    if projection.bias is not None:
+        target = target - projection.bias.detach().double()
+    rows = target @ torch.linalg.pinv(weight.t())
+    with torch.no_grad():
+        layer.weight[ids] = rows.to(layer.weight.dtype)
+    if not len(ids):
+        return
+    error = float((_projected(layer)[ids] - projected.double()).abs().max())
+    scale = float(projected.double().abs().max()) or 1.0
+    report.projection_error = max(report.projection_error, error)
+    report.relative_error = max(report.relative_error, error / scale)
 
 
 def rename_prefix(name: str, old: str, new: str) -> str | None:
@@ -209,10 +346,13 @@ def _renamed(state: Mapping[str, torch.Tensor], prefixes: Mapping[str, str]) -> 
     return renamed
 
 
-def _match_rows(old_table: torch.Tensor, old: Tokenizer, new: Tokenizer, report: InitReport):
+def _match_rows(old_table: torch.Tensor, old: Tokenizer, new: Tokenizer, report: InitReport,
+                characters_only: bool = False):  # fmt: skip
     new_ids, old_ids = [], []
     for token_id in range(new.vocab_size):
         token = new.id_to_token(token_id)
+        if characters_only and not _is_character_row(token):
+            continue
         old_id = _find_token(old, token)
         if old_id is not None and old_id < old_table.shape[0]:
             new_ids.append(token_id)
@@ -221,6 +361,11 @@ def _match_rows(old_table: torch.Tensor, old: Tokenizer, new: Tokenizer, report:
             report.new_tokens.append(token)
     report.rows_matched = len(new_ids)
     return {"new": torch.tensor(new_ids, dtype=torch.long), "values": old_table[old_ids]}
+
+
+def _is_character_row(token: str) -> bool:
+    """A row a character recogniser reads: the blank (CTC's), ``<unk>`` or one character."""
+    return token in (SPECIAL_TOKENS[0], SPECIAL_TOKENS[1]) or len(token) == 1
 
 
 def _find_token(tokenizer: Tokenizer, token: str) -> int | None:

@@ -128,10 +128,10 @@ TINY_MULTIMODAL = [
 ]
 
 
-def multimodal_overrides(corpora, *extra):
-    """``mmembed-train`` overrides of experiment=multimodal_default on the tiny corpora."""
+def multimodal_overrides(corpora, *extra, experiment="multimodal_scratch"):
+    """``mmembed-train`` overrides of ``experiment`` (a multimodal one) on the tiny corpora."""
     return [
-        "experiment=multimodal_default",
+        f"experiment={experiment}",
         *(f"data.{part}.data_dir={corpora[part]}" for part in ("speech", "captions", "video")),
         f"data.spoken.data_dir={corpora['spoken']}",
         *TINY_MULTIMODAL,

@@ -163,3 +163,68 @@ def test_a_run_starts_from_another_runs_weights_and_tokenizer(compose_train, tmp
     assert source_tokenizer == target_tokenizer
     # weights only: the new run counts its own steps, not the source run's
     assert (started["global_step"], trained["global_step"]) == (2, 1)
+
+
+class TableHolder(torch.nn.Module):
+    """A model that is only a table and its tokenizer (what init_from reads of a task)."""
+
+    def __init__(self, tokenizer, seed, width=16):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.tokenizer = tokenizer
+        self.embedding = SharedEmbedding(tokenizer.vocab_size, width, out_features=width)
+
+
+def projected(holder, tokens):
+    rows = torch.tensor([holder.tokenizer.token_to_id(token) for token in tokens])
+    return holder.embedding(rows).detach().double()
+
+
+TEXTS = ["moving left", "growing", "spinning around", "moving right"]
+
+
+@pytest.mark.parametrize("second_brings_projection", [False, True])
+def test_rows_of_two_runs_keep_what_each_run_projected(tmp_path, second_brings_projection):
+    """Captions' subwords from one run, a recogniser's characters from another, each with its
+    own projection: every part must score its tokens in the shared table as it did alone."""
+    words = TableHolder(train_tokenizer(TEXTS, kind="bpe", vocab_size=40), seed=1)
+    chars = TableHolder(train_tokenizer(TEXTS, kind="char"), seed=2)
+    target = TableHolder(words.tokenizer, seed=3)
+    first = init_from(target, save_checkpoint(words, tmp_path / "words.ckpt"))
+    assert first.row_mode == "copied"
+    assert torch.equal(target.embedding.weight, words.embedding.weight)
+    skip = [] if second_brings_projection else ["embedding.projection"]
+    second = init_from(target, save_checkpoint(chars, tmp_path / "chars.ckpt"),
+                       table_rows="characters", skip=skip, keep_rows=first.rows)  # fmt: skip
+
+    vocab = [target.tokenizer.id_to_token(i) for i in range(target.tokenizer.vocab_size)]
+    characters = [t for t in vocab if len(t) == 1]
+    others = [t for t in vocab if len(t) > 1 and t not in ("<blank>", "<unk>")]
+    assert {"<s>", "</s>"} <= set(others) and any(len(t) > 2 and "<" not in t for t in others)
+    assert second.rows_matched == len(characters) + 2  # and the blank and <unk>
+    # the characters score as in the recogniser (its space is the subword word marker)...
+    spelled = [" " if t == "\u2581" else t for t in characters]
+    torch.testing.assert_close(projected(target, characters), projected(chars, spelled),
+                               rtol=0, atol=1e-5)  # fmt: skip
+    # ... and every other token (<s>, </s>, subwords) as in the captioner
+    torch.testing.assert_close(projected(target, others), projected(words, others),
+                               rtol=0, atol=1e-5)  # fmt: skip
+    if second_brings_projection:
+        assert second.row_mode == "copied" and second.reexpressed == len(first.rows)
+        assert torch.equal(target.embedding.projection.weight, chars.embedding.projection.weight)
+    else:
+        assert second.row_mode == "solved" and second.reexpressed == 0
+        assert torch.equal(target.embedding.projection.weight, words.embedding.projection.weight)
+    assert second.projection_error < 1e-5
+    assert "projected rows" in second.summary()
+
+
+def test_table_rows_none_and_a_bad_choice(tmp_path):
+    source = TableHolder(train_tokenizer(TEXTS, kind="char"), seed=1)
+    checkpoint = save_checkpoint(source, tmp_path / "chars.ckpt")
+    target = TableHolder(source.tokenizer, seed=2)
+    before = target.embedding.weight.detach().clone()
+    report = init_from(target, checkpoint, table_rows="none", skip=["embedding.projection"])
+    assert torch.equal(target.embedding.weight, before) and report.rows == []
+    with pytest.raises(InitFromError, match="table_rows must be one of"):
+        init_from(target, checkpoint, table_rows="chars")

@@ -126,7 +126,7 @@ def test_unknown_objectives_and_mismatched_units_fail_clearly(compose_train, mul
         run(cfg)
 
 
-def asr_checkpoint(tmp_path, width=32):
+def asr_checkpoint(tmp_path, width=32, embedding_dim=16):
     """A small recogniser's checkpoint (char tokenizer), as an asr_default run saves it."""
     tokenizer = train_tokenizer(TRANSCRIPTS, kind="char")
     # the architecture of the tiny multimodal config's speech encoder (experiment=asr_default's)
@@ -135,7 +135,7 @@ def asr_checkpoint(tmp_path, width=32):
                                   subsampling_channels=8)  # fmt: skip
     task = SpeechRecognition(
         encoder, tokenizer=tokenizer, width=width,
-        embedding=functools.partial(SharedEmbedding, embedding_dim=16),
+        embedding=functools.partial(SharedEmbedding, embedding_dim=embedding_dim),
     )  # fmt: skip
     path = tmp_path / "asr.ckpt"
     torch.save({"state_dict": task.state_dict(), "tokenizer": tokenizer.to_dict()}, path)
@@ -350,3 +350,98 @@ def test_under_ddp_every_part_shards_its_training_data(
         padding = max(map(len, alone))
         assert len(shards[0]) + len(shards[1]) <= len(everything) + padding, name
         assert len(first) == len(second), name  # ranks step together
+
+
+# A table as wide as the model (every default config's 128 x 128): rows learned under one
+# run's projection can then be expressed exactly under another's.
+AS_WIDE = "task.embedding.embedding_dim=32"
+
+
+def single_task_runs(compose_train, corpora, root):
+    """Tiny caption, speech and video runs under ``root/logs`` (as the default experiments
+    save them), each shaped like the tiny multimodal model's part; name -> the source task."""
+    _, donor = build(compose_train, corpora, AS_WIDE)  # its tokenizer: the captioner's
+    torch.manual_seed(7)
+    _, other = build(compose_train, corpora, AS_WIDE)
+    speech, _ = asr_checkpoint(root, embedding_dim=32)
+    sources = {
+        "caption_default": (donor.captions, donor.tokenizer),
+        "asr_default": (speech, speech.tokenizer),
+        "video_default": (other.video, other.tokenizer),
+    }
+    for name, (task, tokenizer) in sources.items():
+        folder = root / "logs" / name / "runs" / "r" / "checkpoints"
+        folder.mkdir(parents=True)
+        torch.save({"state_dict": task.state_dict(), "tokenizer": tokenizer.to_dict()},
+                   folder / "last.ckpt")  # fmt: skip
+    return {name: task for name, (task, _) in sources.items()}
+
+
+def test_multimodal_default_starts_every_part_as_its_single_task_run(
+    compose_train, multimodal_corpora, tmp_path
+):
+    """experiment=multimodal_default: each part reads, from the one table, exactly the
+    projected rows its own run learned (the recogniser its characters, the captioner every
+    other token), and gets its run's encoder (and decoder)."""
+    from mmembed.train import build_tokenizer, initialize_from
+
+    runs = single_task_runs(compose_train, multimodal_corpora, tmp_path)
+    cfg = compose_train(multimodal_overrides(
+        multimodal_corpora, f"paths.log_dir={tmp_path / 'logs'}", AS_WIDE,
+        experiment="multimodal_default",
+    ))  # fmt: skip
+    data = hydra.utils.instantiate(cfg.data)
+    tokenizer = build_tokenizer(cfg, data, None)
+    assert tokenizer.to_dict() == runs["caption_default"].tokenizer.to_dict()
+    model = hydra.utils.instantiate(cfg.task, tokenizer=tokenizer)
+    initialize_from(cfg, model, None)
+    model.eval()
+    asr, captioner, video = runs["asr_default"], runs["caption_default"], runs["video_default"]
+
+    # speech: the same frames, and the same CTC logit for every character both vocabularies hold
+    torch.manual_seed(0)
+    waveforms, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
+    with torch.no_grad():
+        frames, _, _ = model.speech.encode(waveforms, lengths)
+        asr_frames, _, _ = asr.eval().encode(waveforms, lengths)
+        ours, theirs = model.speech.ctc_head(frames), asr.ctc_head(asr_frames)
+    assert torch.equal(frames, asr_frames)
+    view = model.speech.tokenizer
+    shared = [t for t in map(asr.tokenizer.id_to_token, range(asr.tokenizer.vocab_size))
+              if t not in ("<s>", "</s>")]  # fmt: skip
+    mine = [view.token_to_id(t) for t in shared]
+    theirs_ids = [asr.tokenizer.token_to_id(t) for t in shared]
+    torch.testing.assert_close(ours[..., mine], theirs[..., theirs_ids], rtol=0, atol=1e-4)
+
+    # captions: the encoder and decoder as trained, and every non-character token's row
+    for name, value in captioner.state_dict().items():
+        if "embedding" not in name:
+            assert torch.equal(model.captions.state_dict()[name], value), name
+    words = [i for i in range(tokenizer.vocab_size)
+             if len(tokenizer.id_to_token(i)) > 1 and i > 1]  # fmt: skip
+    ids = torch.tensor(words)
+    with torch.no_grad():
+        torch.testing.assert_close(model.embedding(ids), captioner.embedding(ids),
+                                   rtol=0, atol=1e-5)  # fmt: skip
+    # video: its encoder and temperature (the class names are read by the new text encoder)
+    for name, value in video.encoder.state_dict().items():
+        assert torch.equal(model.video.encoder.state_dict()[name], value), name
+    assert torch.equal(model.video.cosine_head.logit_scale, video.cosine_head.logit_scale)
+
+
+@pytest.mark.slow
+def test_fast_dev_run_of_multimodal_default_from_three_runs(
+    compose_train, multimodal_corpora, tmp_path
+):
+    single_task_runs(compose_train, multimodal_corpora, tmp_path)
+    cfg = compose_train(multimodal_overrides(
+        multimodal_corpora, f"paths.log_dir={tmp_path / 'logs'}", "debug=fast_dev_run", AS_WIDE,
+        experiment="multimodal_default",
+    ))  # fmt: skip
+    metrics = run(cfg)
+    # the locked parts' losses are off; the alignments and the video's label scoring train
+    assert "train/speech_loss" not in metrics and "train/captions_loss" not in metrics
+    for name in ("train/audio_text_loss", "train/image_text_loss", "train/video_loss",
+                 "test/speech/cer", "test/captions/cider_d", "test/video/video_top1",
+                 "test/retrieval/spoken_image_r1", "val/retrieval/mean_r1"):  # fmt: skip
+        assert name in metrics, name
