@@ -50,7 +50,11 @@ class FreezeSchedule(L.Callback):
         for path in self.modules:
             self._module(pl_module, path)  # a typo fails before the first step
         # read by TokenTableTask.configure_optimizers: one parameter group per module
-        pl_module.lr_factors = {path: self.lr_factor for path in self.modules}
+        # (merged: several schedules, e.g. locked towers and a slower decoder, share the dict)
+        pl_module.lr_factors = {
+            **getattr(pl_module, "lr_factors", {}),
+            **{path: self.lr_factor for path in self.modules},
+        }
 
     def frozen(self, epoch: int) -> bool:
         return epoch < self.epochs

@@ -92,6 +92,16 @@ def test_frozen_modules_get_no_gradient_then_train_at_their_own_rate():
     assert rates == pytest.approx([0.001, 0.01])
 
 
+def test_two_schedules_keep_both_learning_rate_factors():
+    # locked towers and a slower decoder: two schedules, one dict of factors on the task
+    task = tiny_task()
+    trainer = fit(task, [FreezeSchedule(["encoder.backbone"], epochs=1, lr_factor=0.1),
+                         FreezeSchedule(["embedding"], epochs=0, lr_factor=0.5)], 1)  # fmt: skip
+    assert task.lr_factors == {"encoder.backbone": 0.1, "embedding": 0.5}
+    rates = sorted(group["lr"] for group in trainer.optimizers[0].param_groups)
+    assert rates == pytest.approx([0.001, 0.005, 0.01])
+
+
 def test_a_misspelled_module_fails_before_training():
     with pytest.raises(ValueError, match="has no module 'encodr'"):
         fit(tiny_task(), [FreezeSchedule(["encodr"])], 1)
