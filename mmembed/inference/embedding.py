@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mmembed.data.image_transforms import eval_transform
 from mmembed.data.video_clips import ClipSampling
@@ -112,7 +113,7 @@ class EmbeddingPredictor(Predictor):
         back), in order: audio, image and video files (by suffix), or, with ``modality``, texts
         (``modality="text"``) or in-memory inputs of that modality (see :meth:`read`).
         Raises :class:`~mmembed.inference.inputs.InputError` naming an input it cannot use."""
-        single = isinstance(inputs, (str, PathLike, np.ndarray, torch.Tensor))
+        single = isinstance(inputs, (str, PathLike, np.ndarray, torch.Tensor, Image.Image))
         items = [inputs] if single or not isinstance(inputs, Sequence) else list(inputs)
         read = [self.read(item, modality) for item in items]
         return self.vectors(read, batch_size).cpu().numpy()

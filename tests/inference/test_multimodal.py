@@ -2,7 +2,6 @@
 embed audio, images, videos and texts in a fresh process without the training stack, and check
 them against the eager model's embeddings (the run's evaluation preprocessing)."""
 
-import functools
 import json
 import re
 import shutil
@@ -12,17 +11,12 @@ import pytest
 import torch
 
 from conftest import multimodal_overrides
-from inference.runs import FULL_RUN, run_serving_python, train_run
-from mmembed import SharedEmbedding
+from inference.runs import FULL_RUN, linear_video_model, run_serving_python, train_run
 from mmembed.embed import Preprocess, load_run, read_parquet
 from mmembed.inference.artifact import read_artifact
 from mmembed.inference.cli import export_main, predict_main
 from mmembed.inference.export import export_trained
-from mmembed.inference.export.rebuild import TrainedModel
 from mmembed.inference.predictor import from_artifact
-from mmembed.models.video import build_video_encoder
-from mmembed.tasks.video_classification import VideoClassification
-from mmembed.text import train_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -180,18 +174,7 @@ result = [predict_main([*common, "--output", {str(out)!r}]),
 
 
 def test_a_single_task_artifact_has_no_embedders(tmp_path, capsys):
-    classes = ["moving left", "growing"]
-    task = VideoClassification(
-        tokenizer=train_tokenizer(classes, kind="char"),
-        encoder=build_video_encoder("video_small", 32, channels=(8, 16)),
-        embedding=functools.partial(SharedEmbedding, embedding_dim=16),
-        width=32,
-        head="linear",
-        class_names=classes,
-    ).eval()
-    data = dict(frames_per_clip=4, frame_stride=2, size=32, num_eval_clips=2, target_fps=None,
-                loop_short_videos=False, mean=(0.45,) * 3, std=(0.225,) * 3)  # fmt: skip
-    trained = TrainedModel(task, tmp_path / "x.ckpt", "0" * 64, {}, data, None)
+    trained = linear_video_model(tmp_path, ["moving left", "growing"])
     path = export_trained(trained, tmp_path / "video.mmembed", runtimes=("torch",))
     predictor = from_artifact(read_artifact(path))
     message = "holds a video_classification model (graphs: clips), which has no embedders"

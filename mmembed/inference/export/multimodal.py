@@ -19,7 +19,7 @@ from mmembed.inference.export.speech import (
     MIN_SECONDS,
     DFTPowerSpectrogram,
 )
-from mmembed.inference.export.video import MAX_CLIPS, MAX_LABEL_TOKENS
+from mmembed.inference.export.video import MAX_CLIPS, MAX_LABEL_TOKENS, clip_preprocessing
 from mmembed.models.text_encoder import tokenize_texts
 
 MAX_TEXTS = 65536
@@ -100,19 +100,7 @@ def _video_graph(trained: TrainedModel, generator: torch.Generator):
         outputs=("embeddings",),
         sample=videos(2, int(data["num_eval_clips"])),
     )
-    preprocessing = {
-        "sampling": {
-            "frames_per_clip": frames,
-            "frame_stride": int(data["frame_stride"]),
-            "target_fps": data["target_fps"],
-            "loop_short_videos": bool(data["loop_short_videos"]),
-        },
-        "num_clips": int(data["num_eval_clips"]),
-        "size": size,
-        "mean": list(data["mean"]),
-        "std": list(data["std"]),
-    }
-    return spec, preprocessing
+    return spec, clip_preprocessing(data)
 
 
 def _text_graph(task) -> tuple[GraphSpec, dict[str, Any]]:
