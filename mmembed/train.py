@@ -161,6 +161,21 @@ def init_sources(cfg: DictConfig) -> list[dict[str, Any]]:
     return sources
 
 
+def check_init_sources(cfg: DictConfig) -> None:
+    """Every ``init_from`` path names a checkpoint (or a run folder holding one); the error
+    says which entry does not and what to do."""
+    for index, source in enumerate(init_sources(cfg)):
+        try:
+            resolve_checkpoint(source["path"])
+        except FileNotFoundError as err:
+            name = Path(source["path"]).name
+            raise ConfigError(
+                f"init_from[{index}]: {err}. Train that run first (e.g. mmembed-train "
+                f"experiment={name} if that is an experiment's name) or set "
+                f"init_from[{index}].path to a checkpoint or run folder"
+            ) from None
+
+
 def initialize_from(cfg: DictConfig, task: Any, ckpt_path: str | None) -> None:
     """``init_from``: other runs' weights (not their optimizer, schedule or step) for a new
     run; a resumed run (``ckpt_path``, or its run folder's ``last.ckpt``) restores its own
@@ -222,6 +237,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )  # fmt: skip
     trainer, loggers = build_trainer(cfg)
     check_process_count(trainer)  # before any data work: a mismatch would hang later
+    if not ckpt_path:
+        check_init_sources(cfg)  # a run to start from that is missing fails before the corpus
 
     build_corpus(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)

@@ -113,7 +113,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"init_from: {path} is neither a checkpoint nor a run folder")
+        raise FileNotFoundError(f"{path} is neither a checkpoint nor a run folder")
     runs = [path] if (path / "checkpoints").is_dir() else []
     if not runs:
         folders = [p for p in path.glob("**/checkpoints") if p.is_dir()]
@@ -125,7 +125,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             return best[-1]
         if (checkpoints / "last.ckpt").is_file():
             return checkpoints / "last.ckpt"
-    raise FileNotFoundError(f"init_from: no checkpoint under {path}")
+    raise FileNotFoundError(f"no checkpoint under {path}")
 
 
 def load_init_checkpoint(path: str | os.PathLike) -> tuple[Path, dict]:

@@ -32,7 +32,7 @@ def trained_run(multimodal_corpora, tmp_path_factory):
     env = {**os.environ, "MMEMBED_RUN_ID": "embed-test"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    return root / "logs" / "multimodal_default" / "runs" / "embed-test"
+    return root / "logs" / "multimodal_scratch" / "runs" / "embed-test"
 
 
 @pytest.fixture

@@ -445,3 +445,17 @@ def test_fast_dev_run_of_multimodal_default_from_three_runs(
                  "test/speech/cer", "test/captions/cider_d", "test/video/video_top1",
                  "test/retrieval/spoken_image_r1", "val/retrieval/mean_r1"):  # fmt: skip
         assert name in metrics, name
+
+
+def test_multimodal_default_without_its_runs_says_which_to_train(
+    compose_train, multimodal_corpora, tmp_path
+):
+    from mmembed.train import ConfigError
+
+    cfg = compose_train(multimodal_overrides(
+        multimodal_corpora, f"paths.log_dir={tmp_path / 'nothing'}", experiment="multimodal_default"
+    ))  # fmt: skip
+    which = r"init_from\[0\]: .*caption_default.*experiment=caption_default"
+    with pytest.raises(ConfigError, match=which):
+        run(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
