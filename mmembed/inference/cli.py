@@ -205,7 +205,8 @@ def _embed_to_parquet(predictor, inputs, texts, batch_size: int, path: str) -> i
             print(f"mmembed-predict: {record['error']}", file=sys.stderr)
     items = [Item(r["input"], r["modality"], r.get("text")) for r in kept]
     vectors = torch.tensor([r["embedding"] for r in kept]).view(len(kept), predictor.width)
-    write_parquet(items, vectors, path)
+    written = write_parquet(items, vectors, path)
+    print(f"{len(kept)} embeddings ({predictor.width} wide) -> {written}")
     return len(records) - len(kept)
 
 
