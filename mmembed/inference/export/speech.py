@@ -75,6 +75,35 @@ class DFTPowerSpectrogram(nn.Module):
         return real * real + imaginary * imaginary
 
 
+class UnguardedSelfAttention(nn.Module):
+    """:class:`~mmembed.models.audio.SelfAttention` (same parameters) with the softmax written
+    out, for the ONNX graph.
+
+    The exporter writes ``scaled_dot_product_attention`` with a boolean mask as softmax
+    followed by ``IsNaN`` + ``Where`` over the whole (B, heads, T, T) score tensor, zeroing the
+    rows whose keys are all masked: 8-10% of ONNX Runtime's time on the speech graph (this form
+    is 1.1-1.2x faster there). No row is all masked here: every utterance keeps at least one
+    frame (``lengths // hop + 1``, and each stride-2 stage keeps at least one), so the guard
+    never changes a value. Inference only (no dropout).
+    """
+
+    def __init__(self, attention: nn.Module):
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=False):
+        attention = self.attention
+        length, batch, width = query.shape
+        qkv = F.linear(query, attention.in_proj_weight, attention.in_proj_bias)
+        q, k, v = qkv.view(length, batch, 3, attention.num_heads, -1).permute(2, 1, 3, 0, 4)
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, heads, T, T)
+        if key_padding_mask is not None:
+            bias = torch.zeros(key_padding_mask.shape, dtype=scores.dtype, device=scores.device)
+            scores = scores + bias.masked_fill(key_padding_mask, float("-inf"))[:, None, None]
+        out = scores.softmax(dim=-1) @ v
+        return attention.out_proj(out.permute(2, 0, 1, 3).reshape(length, batch, width)), None
+
+
 def plan(trained: TrainedModel) -> ExportPlan:
     task = trained.task
     sample_rate = int(task.encoder.frontend.melspec.sample_rate)
@@ -89,6 +118,8 @@ def plan(trained: TrainedModel) -> ExportPlan:
     onnx_task = copy.deepcopy(task)
     melspec = onnx_task.encoder.frontend.melspec
     melspec.spectrogram = DFTPowerSpectrogram(melspec.spectrogram)
+    for layer in onnx_task.encoder.conformer.conformer_layers:
+        layer.self_attn = UnguardedSelfAttention(layer.self_attn)
     encoder = GraphSpec(
         module=SpeechEncoderGraph(task, with_memory_cache=joint),
         onnx_module=SpeechEncoderGraph(onnx_task, with_memory_cache=joint),
