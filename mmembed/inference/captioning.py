@@ -8,7 +8,7 @@ eager model's ``generate`` runs).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
 
@@ -42,28 +42,8 @@ class CaptionPredictor(Predictor):
         self.search: dict[str, Any] = self.config["search"]
 
     def read(self, source: ImageInput) -> torch.Tensor:
-        """(3, size, size) float from an image file, a PIL image, an (H, W, 3) uint8 array or a
-        (3, H, W) uint8 tensor."""
-        if isinstance(source, (str, PathLike)):
-            try:
-                with Image.open(source) as image:
-                    source = image.convert("RGB")
-            except (OSError, ValueError) as err:
-                raise InputError(f"{source}: cannot read the image ({err})") from err
-        elif isinstance(source, Image.Image):
-            source = source.convert("RGB")
-        elif isinstance(source, (np.ndarray, torch.Tensor)):
-            # torchvision's layouts: numpy arrays (H, W, 3), tensors (3, H, W)
-            tensor = isinstance(source, torch.Tensor)
-            channels = source.shape[0 if tensor else -1] if source.ndim == 3 else None
-            if channels != 3 or source.dtype not in (np.uint8, torch.uint8):
-                expected = "(3, H, W) uint8 tensor" if tensor else "(H, W, 3) uint8 array"
-                raise InputError(
-                    f"image array: expected an {expected}, got {source.dtype} {tuple(source.shape)}"
-                )
-        else:
-            raise InputError(f"not an image: {type(source).__name__}")
-        return self.transform(source)
+        """(3, size, size) float (see :func:`read_image`)."""
+        return read_image(source, self.transform)
 
     def caption(
         self, images: ImageInput | Sequence[ImageInput], batch_size: int = 8, **search: Any
@@ -120,3 +100,28 @@ class CaptionPredictor(Predictor):
 
 def _is_single(images: Any) -> bool:
     return isinstance(images, (str, PathLike, Image.Image, np.ndarray, torch.Tensor))
+
+
+def read_image(source: ImageInput, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """``transform`` of an image file, a PIL image, an (H, W, 3) uint8 array or a (3, H, W)
+    uint8 tensor; :class:`~mmembed.inference.inputs.InputError` naming it if unusable."""
+    if isinstance(source, (str, PathLike)):
+        try:
+            with Image.open(source) as image:
+                source = image.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise InputError(f"{source}: cannot read the image ({err})") from err
+    elif isinstance(source, Image.Image):
+        source = source.convert("RGB")
+    elif isinstance(source, (np.ndarray, torch.Tensor)):
+        # torchvision's layouts: numpy arrays (H, W, 3), tensors (3, H, W)
+        tensor = isinstance(source, torch.Tensor)
+        channels = source.shape[0 if tensor else -1] if source.ndim == 3 else None
+        if channels != 3 or source.dtype not in (np.uint8, torch.uint8):
+            expected = "(3, H, W) uint8 tensor" if tensor else "(H, W, 3) uint8 array"
+            raise InputError(
+                f"image array: expected an {expected}, got {source.dtype} {tuple(source.shape)}"
+            )
+    else:
+        raise InputError(f"not an image: {type(source).__name__}")
+    return transform(source)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ PREDICTORS = {
     "speech_recognition": "mmembed.inference.speech:SpeechPredictor",
     "image_captioning": "mmembed.inference.captioning:CaptionPredictor",
     "video_classification": "mmembed.inference.video:VideoPredictor",
+    "multimodal_embedding": "mmembed.inference.embedding:EmbeddingPredictor",
 }
 SELFTEST = "selftest.safetensors"
 # (rtol, atol) of the self-test. The torch program runs the eager model's own kernels (measured
@@ -145,6 +146,19 @@ class Predictor:
         """Predictions (one JSON-able dict each) for read inputs."""
         raise NotImplementedError
 
+    def embed(self, inputs: Any, modality: str | None = None, batch_size: int = 8) -> Any:
+        """Unit-norm embeddings (N, width) of ``inputs``: only a multimodal embedding model's
+        artifact has the embedders (:class:`~mmembed.inference.embedding.EmbeddingPredictor`)."""
+        raise self.embedders_missing()
+
+    def embedders_missing(self) -> ValueError:
+        """The error of asking this artifact for embeddings, naming what it holds."""
+        return ValueError(
+            f"{self.artifact.path} holds a {self.task} model (graphs: "
+            f"{', '.join(self.graphs)}), which has no embedders; export a multimodal run "
+            "(experiment=multimodal_default) to embed"
+        )
+
     def predict_files(
         self, specs: Iterable[str], batch_size: int = 8, **options: Any
     ) -> Iterator[dict[str, Any]]:
@@ -153,20 +167,37 @@ class Predictor:
         others still run). ``specs``: files, folders (their files of this task's kinds) or
         glob patterns."""
         paths = expand_inputs(specs, self.extensions)
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            records: list[dict[str, Any]] = [{"input": path} for path in chunk]
+        records = [{"input": path} for path in paths]
+        return self.predict_records(
+            records, paths, lambda path: self.read(_existing_file(path, self.extensions)),
+            batch_size, **options,
+        )  # fmt: skip
+
+    def predict_records(
+        self,
+        records: Sequence[dict[str, Any]],
+        sources: Sequence[Any],
+        read: Callable[[Any], Any],
+        batch_size: int = 8,
+        **options: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """``records`` (one per source) completed, in batches, with the prediction of
+        ``read(source)``, or with ``"error"`` where it raised an
+        :class:`~mmembed.inference.inputs.InputError` (the others still run)."""
+        for start in range(0, len(sources), batch_size):
+            chunk = list(zip(records[start : start + batch_size],
+                             sources[start : start + batch_size], strict=True))  # fmt: skip
             readable, items = [], []
-            for record, path in zip(records, chunk, strict=True):
+            for record, source in chunk:
                 try:
-                    items.append(self.read(_existing_file(path, self.extensions)))
+                    items.append(read(source))
                     readable.append(record)
                 except InputError as err:
                     record["error"] = str(err)
             if items:
                 for record, prediction in zip(readable, self.run(items, **options), strict=True):
                     record.update(prediction)
-            yield from records
+            yield from (record for record, _ in chunk)
 
 
 def _existing_file(path: str, extensions: tuple[str, ...]) -> str:
@@ -214,12 +245,13 @@ def load(
     """Load an ``.mmembed`` artifact written by ``mmembed-export``.
 
     Returns the task's predictor: ``transcribe(audio)`` (speech), ``caption(images)``
-    (captioning) or ``classify(videos, labels=None)`` (video). ``runtime``: ``"torch"``,
-    ``"onnx"`` or ``"aoti"``; ``device``: ``"cpu"`` or ``"cuda"``; ``threads``: ONNX Runtime's
-    intra-op threads (None = torch's); ``self_test``: check the graphs against the stored
-    samples now. Raises :class:`~mmembed.inference.artifact.ArtifactError` naming what is wrong
-    with a corrupt, truncated, modified or incompatible file, and :class:`SelfTestError` when
-    the graphs do not reproduce their samples.
+    (captioning), ``classify(videos, labels=None)`` (video) or ``embed(inputs, modality=None)``
+    (multimodal embedding: unit vectors of audio, images, videos and texts). ``runtime``:
+    ``"torch"``, ``"onnx"`` or ``"aoti"``; ``device``: ``"cpu"`` or ``"cuda"``; ``threads``:
+    ONNX Runtime's intra-op threads (None = torch's); ``self_test``: check the graphs against
+    the stored samples now. Raises :class:`~mmembed.inference.artifact.ArtifactError` naming
+    what is wrong with a corrupt, truncated, modified or incompatible file, and
+    :class:`SelfTestError` when the graphs do not reproduce their samples.
     """
     return from_artifact(
         read_artifact(path), runtime=runtime, device=device, threads=threads, self_test=self_test

@@ -59,33 +59,8 @@ class SpeechPredictor(Predictor):
     # --- inputs ----------------------------------------------------------------------------
 
     def read(self, source: Audio, sample_rate: int | None = None) -> torch.Tensor:
-        """A mono float waveform at the model's rate from a file (any rate and channel count)
-        or an array ``(frames,)`` / ``(frames, channels)`` at ``sample_rate`` (default: the
-        model's)."""
-        if isinstance(source, (str, PathLike)):
-            try:
-                waveform = load_audio(source, self.sample_rate)
-            except AudioLoadError as err:
-                raise InputError(str(err)) from err
-            name = str(source)
-        else:
-            try:
-                waveform = to_model_waveform(
-                    source, sample_rate or self.sample_rate, self.sample_rate
-                )
-            except ValueError as err:
-                raise InputError(f"audio array: {err}") from err
-            name = "audio array"
-        if waveform.numel() == 0:
-            raise InputError(f"{name}: no audio samples")
-        if waveform.numel() > self.max_samples:
-            raise InputError(
-                f"{name}: {waveform.numel() / self.sample_rate:.1f} s is longer than the "
-                f"{self.max_samples / self.sample_rate:.0f} s the exported graph accepts; split it"
-            )
-        if not bool(torch.isfinite(waveform).all()):
-            raise InputError(f"{name}: the audio holds NaN or infinite samples")
-        return waveform
+        """A mono float waveform at the model's rate (see :func:`read_audio`)."""
+        return read_audio(source, self.sample_rate, self.max_samples, sample_rate)
 
     # --- predicting ------------------------------------------------------------------------
 
@@ -163,3 +138,34 @@ class SpeechPredictor(Predictor):
 def _is_single(audio: Any) -> bool:
     # an array is one clip: (frames,) or (frames, channels), as soundfile reads them
     return isinstance(audio, (str, PathLike, np.ndarray, torch.Tensor))
+
+
+def read_audio(
+    source: Audio, model_rate: int, max_samples: int, sample_rate: int | None = None
+) -> torch.Tensor:
+    """A mono float waveform at ``model_rate`` from a file (any rate and channel count) or an
+    array ``(frames,)`` / ``(frames, channels)`` at ``sample_rate`` (default: the model's);
+    :class:`~mmembed.inference.inputs.InputError` naming it if it is unreadable, empty, longer
+    than ``max_samples`` (what the exported graph accepts) or not finite."""
+    if isinstance(source, (str, PathLike)):
+        try:
+            waveform = load_audio(source, model_rate)
+        except AudioLoadError as err:
+            raise InputError(str(err)) from err
+        name = str(source)
+    else:
+        try:
+            waveform = to_model_waveform(source, sample_rate or model_rate, model_rate)
+        except ValueError as err:
+            raise InputError(f"audio array: {err}") from err
+        name = "audio array"
+    if waveform.numel() == 0:
+        raise InputError(f"{name}: no audio samples")
+    if waveform.numel() > max_samples:
+        raise InputError(
+            f"{name}: {waveform.numel() / model_rate:.1f} s is longer than the "
+            f"{max_samples / model_rate:.0f} s the exported graph accepts; split it"
+        )
+    if not bool(torch.isfinite(waveform).all()):
+        raise InputError(f"{name}: the audio holds NaN or infinite samples")
+    return waveform

@@ -49,42 +49,8 @@ class VideoPredictor(Predictor):
             self._label_embeddings[tuple(self.class_names)] = stored.to(self.device)
 
     def read(self, source: VideoInput, fps: float = FALLBACK_FPS) -> torch.Tensor:
-        """The evaluation clips (K, 3, T, H, W) of a video file, or of decoded frames: a uint8
-        numpy array (T, H, W, 3) or tensor (T, 3, H, W) at ``fps`` (which only matters when the
-        run sampled by ``target_fps``)."""
-        if isinstance(source, (str, PathLike)):
-            name = str(source)
-            try:
-                info = probe_video(source)
-                num_frames, fps = info.num_frames, info.fps
-            except VideoReadError as err:
-                raise InputError(str(err)) from err
-        else:
-            name = "video array"
-            frames = torch.as_tensor(source)
-            if isinstance(source, np.ndarray) and frames.dim() == 4:
-                frames = frames.permute(0, 3, 1, 2)
-            if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
-                raise InputError(
-                    f"{name}: expected uint8 frames (T, H, W, 3) as numpy or (T, 3, H, W) as "
-                    f"torch, got {frames.dtype} {tuple(torch.as_tensor(source).shape)}"
-                )
-            num_frames = frames.shape[0]
-        if num_frames < self.sampling.min_frames(fps):
-            raise InputError(
-                f"{name}: {num_frames} frames, shorter than one clip "
-                f"({self.sampling.min_frames(fps)} frames)"
-            )
-        starts = self.sampling.uniform_starts(num_frames, fps, self.num_clips)
-        clips = [self.sampling.indices(start, num_frames, fps) for start in starts]
-        if isinstance(source, (str, PathLike)):
-            try:
-                decoded = decode_clips(source, clips)
-            except VideoReadError as err:
-                raise InputError(str(err)) from err
-        else:
-            decoded = torch.stack([frames[clip] for clip in clips])
-        return self.transform(decoded)
+        """The evaluation clips (K, 3, T, H, W) of a video (see :func:`read_clips`)."""
+        return read_clips(source, self.sampling, self.num_clips, self.transform, fps)
 
     def label_embeddings(self, labels: Sequence[str] | None = None) -> torch.Tensor:
         """Unit-norm embeddings (N, width) of ``labels`` (None: the training classes) through
@@ -156,3 +122,48 @@ class VideoPredictor(Predictor):
                     }
                 )
         return records
+
+
+def read_clips(
+    source: VideoInput,
+    sampling: ClipSampling,
+    num_clips: int,
+    transform: VideoTransform,
+    fps: float = FALLBACK_FPS,
+) -> torch.Tensor:
+    """The evaluation clips (K, 3, T, H, W) of a video file, or of decoded frames: a uint8
+    numpy array (T, H, W, 3) or tensor (T, 3, H, W) at ``fps`` (which only matters when the
+    run sampled by ``target_fps``)."""
+    if isinstance(source, (str, PathLike)):
+        name = str(source)
+        try:
+            info = probe_video(source)
+            num_frames, fps = info.num_frames, info.fps
+        except VideoReadError as err:
+            raise InputError(str(err)) from err
+    else:
+        name = "video array"
+        frames = torch.as_tensor(source)
+        if isinstance(source, np.ndarray) and frames.dim() == 4:
+            frames = frames.permute(0, 3, 1, 2)
+        if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
+            raise InputError(
+                f"{name}: expected uint8 frames (T, H, W, 3) as numpy or (T, 3, H, W) as "
+                f"torch, got {frames.dtype} {tuple(torch.as_tensor(source).shape)}"
+            )
+        num_frames = frames.shape[0]
+    if num_frames < sampling.min_frames(fps):
+        raise InputError(
+            f"{name}: {num_frames} frames, shorter than one clip "
+            f"({sampling.min_frames(fps)} frames)"
+        )
+    starts = sampling.uniform_starts(num_frames, fps, num_clips)
+    clips = [sampling.indices(start, num_frames, fps) for start in starts]
+    if isinstance(source, (str, PathLike)):
+        try:
+            decoded = decode_clips(source, clips)
+        except VideoReadError as err:
+            raise InputError(str(err)) from err
+    else:
+        decoded = torch.stack([frames[clip] for clip in clips])
+    return transform(decoded)

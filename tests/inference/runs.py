@@ -1,6 +1,7 @@
 """Helpers of the inference tests: trained tiny runs (real mmembed-train runs, seconds long)
 and a fresh Python process without the training stack."""
 
+import functools
 import io
 import json
 import os
@@ -10,9 +11,15 @@ import sys
 import zipfile
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from conftest import GLOBAL_SEED, compose_train_config
+from mmembed import SharedEmbedding
+from mmembed.inference.export.rebuild import TrainedModel
+from mmembed.models.video import build_video_encoder
+from mmembed.tasks.video_classification import VideoClassification
+from mmembed.text import train_tokenizer
 
 # On top of the helpers' tiny-run settings: every run trains its full epochs (no time limit or
 # early stop, so a busy machine gives the same model), quietly, from the test's seed.
@@ -57,6 +64,23 @@ def train_run(root: Path, overrides: list[str]) -> Path:
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
     return run_dir
+
+
+def linear_video_model(folder: Path, classes) -> TrainedModel:
+    """An untrained small video classifier with a linear head (seeded), as a rebuilt run of
+    4-frame 32-pixel clips, two per video."""
+    torch.manual_seed(0)
+    task = VideoClassification(
+        tokenizer=train_tokenizer(classes, kind="char"),
+        encoder=build_video_encoder("video_small", 32, channels=(8, 16)),
+        embedding=functools.partial(SharedEmbedding, embedding_dim=16),
+        width=32,
+        head="linear",
+        class_names=classes,
+    ).eval()
+    data = dict(frames_per_clip=4, frame_stride=2, size=32, num_eval_clips=2, target_fps=None,
+                loop_short_videos=False, mean=(0.45,) * 3, std=(0.225,) * 3)  # fmt: skip
+    return TrainedModel(task, folder / "x.ckpt", "0" * 64, {}, data, None)
 
 
 def memorised(corpus: Path, destination: Path, train_file: str, other_files) -> Path:

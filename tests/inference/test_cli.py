@@ -22,6 +22,7 @@ def test_loading_and_predicting_never_import_lightning_or_hydra():
 import sys, mmembed
 import mmembed.inference, mmembed.inference.cli
 import mmembed.inference.speech, mmembed.inference.captioning, mmembed.inference.video
+import mmembed.inference.embedding, mmembed.embed
 assert mmembed.load is mmembed.inference.load
 result = sorted(m for m in sys.modules if m.startswith("mmembed.inference"))
 """

@@ -1,7 +1,6 @@
 """Video classification end to end: train a tiny classifier, export it, classify in a fresh
 process without the training stack, zero-shot labels through the exported shared table."""
 
-import functools
 import json
 
 import numpy as np
@@ -9,19 +8,15 @@ import pytest
 import torch
 
 from helpers.runs import TINY_VIDEO, VIDEO_CLASSES, tiny_video_corpus
-from inference.runs import FULL_RUN, run_serving_python, train_run
-from mmembed import SharedEmbedding
+from inference.runs import FULL_RUN, linear_video_model, run_serving_python, train_run
 from mmembed.data.video import VideoDataModule
 from mmembed.data.video_io import decode_frames, probe_video
 from mmembed.inference.artifact import read_artifact
 from mmembed.inference.cli import export_main
 from mmembed.inference.export import export_trained
-from mmembed.inference.export.rebuild import TrainedModel, load_trained
+from mmembed.inference.export.rebuild import load_trained
 from mmembed.inference.predictor import from_artifact
 from mmembed.metrics.classification import video_level_scores
-from mmembed.models.video import build_video_encoder
-from mmembed.tasks.video_classification import VideoClassification
-from mmembed.text import train_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -156,18 +151,8 @@ def test_too_short_video_is_an_input_error(video_artifact):
 
 
 def test_linear_head_exports_and_refuses_zero_shot(tmp_path):
-    torch.manual_seed(0)
-    task = VideoClassification(
-        tokenizer=train_tokenizer(CLASSES, kind="char"),
-        encoder=build_video_encoder("video_small", 32, channels=(8, 16)),
-        embedding=functools.partial(SharedEmbedding, embedding_dim=16),
-        width=32,
-        head="linear",
-        class_names=CLASSES,
-    ).eval()
-    data = {**DATA, "target_fps": None, "loop_short_videos": False}
-    data.update(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
-    trained = TrainedModel(task, tmp_path / "x.ckpt", "0" * 64, {}, data, None)
+    trained = linear_video_model(tmp_path, CLASSES)
+    task = trained.task
     path = export_trained(trained, tmp_path / "linear.mmembed", runtimes=("onnx",))
     artifact = read_artifact(path)
     assert set(artifact.manifest["graphs"]) == {"clips"}

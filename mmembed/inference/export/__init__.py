@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 def plan_export(trained: TrainedModel) -> ExportPlan:
     """The task's exporter's plan (by the task's class)."""
-    from mmembed.inference.export import captioning, speech, video
+    from mmembed.inference.export import captioning, multimodal, speech, video
     from mmembed.tasks.image_captioning import ImageCaptioning
+    from mmembed.tasks.multimodal import MultimodalEmbedding
     from mmembed.tasks.speech_recognition import SpeechRecognition
     from mmembed.tasks.video_classification import VideoClassification
 
@@ -34,6 +35,7 @@ def plan_export(trained: TrainedModel) -> ExportPlan:
         SpeechRecognition: speech.plan,
         ImageCaptioning: captioning.plan,
         VideoClassification: video.plan,
+        MultimodalEmbedding: multimodal.plan,
     }
     for task_class, planner in planners.items():
         if isinstance(trained.task, task_class):

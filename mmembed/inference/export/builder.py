@@ -1,9 +1,9 @@
 """Turning a trained task into an artifact: export each graph for each runtime, record the
 eager model's outputs on sample inputs, and check the result by loading it back.
 
-The per-task exporters (:mod:`.speech`, :mod:`.captioning`, :mod:`.video`) describe their
-graphs and metadata as an :class:`ExportPlan`; :func:`build_artifact` does the rest the same way
-for all of them.
+The per-task exporters (:mod:`.speech`, :mod:`.captioning`, :mod:`.video`,
+:mod:`.multimodal`) describe their graphs and metadata as an :class:`ExportPlan`;
+:func:`build_artifact` does the rest the same way for all of them.
 """
 
 from __future__ import annotations

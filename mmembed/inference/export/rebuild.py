@@ -169,28 +169,38 @@ def apply_tuned_decoding(task: Any, path: Path) -> None:
 def data_settings(cfg: Any) -> dict[str, Any]:
     """The data module's constructor settings: the run's values, resolved where they can be
     outside a Hydra run (paths built on ``${hydra:...}`` cannot, and inference needs none of
-    them), over the data module's own defaults."""
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
+    them), over the data module's own defaults. A data module made of others (the multimodal
+    one's parts) has each part's settings under the part's name, the same way."""
+    from omegaconf import DictConfig
 
     data = cfg.get("data")
     if not isinstance(data, DictConfig) or "_target_" not in data:
         return {}
+    return _instantiated_settings(data)
+
+
+def _instantiated_settings(node: Any) -> dict[str, Any]:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
     settings = {
         name: parameter.default
         for name, parameter in inspect.signature(
-            hydra.utils.get_class(data._target_)
+            hydra.utils.get_class(node._target_)
         ).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
-    for key in data:
+    for key in node:
         if key.startswith("_"):
             continue
         try:
-            value = OmegaConf.select(data, key, throw_on_resolution_failure=True)
+            value = OmegaConf.select(node, key, throw_on_resolution_failure=True)
+            if isinstance(value, DictConfig) and "_target_" in value:
+                settings[key] = _instantiated_settings(value)
+            elif OmegaConf.is_config(value):
+                settings[key] = OmegaConf.to_container(value, resolve=True)
+            else:
+                settings[key] = value
         except Exception:  # an interpolation of Hydra's runtime: not needed for inference
             continue
-        settings[key] = (
-            OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        )
     return settings

@@ -104,6 +104,15 @@ class UnguardedSelfAttention(nn.Module):
         return attention.out_proj(out.permute(2, 0, 1, 3).reshape(length, batch, width)), None
 
 
+def use_onnx_forms(encoder: nn.Module) -> None:
+    """Swap the speech encoder's spectrogram and self-attention, in place, for the forms ONNX
+    Runtime runs faster (the same function): for a copy that only the ONNX graph exports."""
+    melspec = encoder.frontend.melspec
+    melspec.spectrogram = DFTPowerSpectrogram(melspec.spectrogram)
+    for layer in encoder.conformer.conformer_layers:
+        layer.self_attn = UnguardedSelfAttention(layer.self_attn)
+
+
 def plan(trained: TrainedModel) -> ExportPlan:
     task = trained.task
     sample_rate = int(task.encoder.frontend.melspec.sample_rate)
@@ -116,10 +125,7 @@ def plan(trained: TrainedModel) -> ExportPlan:
     example_lengths = torch.tensor([7, 6, 5]) * sample_rate // 10
     sample_lengths = torch.tensor([10, 6]) * sample_rate // 10
     onnx_task = copy.deepcopy(task)
-    melspec = onnx_task.encoder.frontend.melspec
-    melspec.spectrogram = DFTPowerSpectrogram(melspec.spectrogram)
-    for layer in onnx_task.encoder.conformer.conformer_layers:
-        layer.self_attn = UnguardedSelfAttention(layer.self_attn)
+    use_onnx_forms(onnx_task.encoder)
     encoder = GraphSpec(
         module=SpeechEncoderGraph(task, with_memory_cache=joint),
         onnx_module=SpeechEncoderGraph(onnx_task, with_memory_cache=joint),

@@ -3,6 +3,8 @@ that embeds class names through the shared table (zero-shot labels at predict ti
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.export import Dim
@@ -37,6 +39,23 @@ class LabelGraph(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.label_encoder.encode(ids, mask)
+
+
+def clip_preprocessing(data: dict[str, Any]) -> dict[str, Any]:
+    """How the predictor cuts a video into the run's evaluation clips, from the video data
+    module's settings."""
+    return {
+        "sampling": {
+            "frames_per_clip": int(data["frames_per_clip"]),
+            "frame_stride": int(data["frame_stride"]),
+            "target_fps": data["target_fps"],
+            "loop_short_videos": bool(data["loop_short_videos"]),
+        },
+        "num_clips": int(data["num_eval_clips"]),
+        "size": int(data["size"]),
+        "mean": list(data["mean"]),
+        "std": list(data["std"]),
+    }
 
 
 def plan(trained: TrainedModel) -> ExportPlan:
@@ -84,18 +103,7 @@ def plan(trained: TrainedModel) -> ExportPlan:
             tensors["label_embeddings"] = task.label_embeddings(task.class_names)
     config = {
         "tokenizer": task.tokenizer.to_dict(),
-        "preprocessing": {
-            "sampling": {
-                "frames_per_clip": frames,
-                "frame_stride": int(data["frame_stride"]),
-                "target_fps": data["target_fps"],
-                "loop_short_videos": bool(data["loop_short_videos"]),
-            },
-            "num_clips": int(data["num_eval_clips"]),
-            "size": size,
-            "mean": list(data["mean"]),
-            "std": list(data["std"]),
-        },
+        "preprocessing": clip_preprocessing(data),
         "class_names": list(task.class_names),
         "head": task.head,
     }
