@@ -1,6 +1,7 @@
 """Freezing schedules and smoothed validation metrics."""
 
 import functools
+import tempfile
 
 import lightning as L
 import pytest
@@ -64,7 +65,9 @@ def tiny_task():
 
 
 def fit(task, callbacks, epochs):
+    # the run folder in a temporary one: the video task draws confusion matrices there
     trainer = L.Trainer(
+        default_root_dir=tempfile.mkdtemp(prefix="mmembed-freeze-"),
         max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
