@@ -141,9 +141,10 @@ def build_tokenizer(cfg: DictConfig, datamodule: Any, ckpt_path: str | None) -> 
 
 
 def init_sources(cfg: DictConfig) -> list[dict[str, Any]]:
-    """``init_from`` as a list of ``{path, prefixes, skip, table_rows}``: one checkpoint (a
-    path, with ``init_from_skip``), or several, each with its own prefix map, skips and table
-    rows (parts of a new model from several runs; later runs win on a shared token)."""
+    """``init_from`` as a list of ``{path, prefixes, skip, table_rows, readout}``: one
+    checkpoint (a path, with ``init_from_skip``), or several, each with its own prefix map,
+    skips, table rows and read-out (parts of a new model from several runs; later runs win on
+    a shared token)."""
     sources = cfg.get("init_from")
     if not sources:
         return []
@@ -151,12 +152,12 @@ def init_sources(cfg: DictConfig) -> list[dict[str, Any]]:
         return [{"path": sources, "skip": list(cfg.get("init_from_skip") or ())}]
     sources = OmegaConf.to_container(sources, resolve=True)
     for index, source in enumerate(sources):
-        keys = {"path", "prefixes", "skip", "table_rows"}
+        keys = {"path", "prefixes", "skip", "table_rows", "readout"}
         unknown = set(source) - keys if isinstance(source, dict) else {0}
         if unknown or "path" not in source:
             raise ConfigError(
                 f"init_from[{index}] must be a mapping with a path and optional prefixes, "
-                f"skip and table_rows, got {source!r}"
+                f"skip, table_rows and readout, got {source!r}"
             )
     return sources
 
@@ -191,6 +192,7 @@ def initialize_from(cfg: DictConfig, task: Any, ckpt_path: str | None) -> None:
         report = init_from(
             task, source["path"], skip=source.get("skip") or (), prefixes=source.get("prefixes"),
             table_rows=source.get("table_rows") or "all", keep_rows=rows_set,
+            readout=source.get("readout"),
         )  # fmt: skip
         rows_set.extend(report.rows)
         (log.warning if report.approximate else log.info)("%s", report.summary())

@@ -70,6 +70,7 @@ class InitReport:
     rows: list[int] = field(default_factory=list)
     row_mode: str = "copied"
     reexpressed: int = 0
+    readout_rows: int = 0
     projection_error: float = 0.0
     # the error relative to the largest projected value: above ~1e-4 the rows are approximate
     # (a table narrower than its projection's output cannot hold another projection's rows)
@@ -91,6 +92,11 @@ class InitReport:
                 f"  projected rows: {self.rows_matched} {self.row_mode} into the model's "
                 f"projection, {self.reexpressed} earlier rows re-expressed in this one (largest "
                 f"error of a projected row: {self.projection_error:.2e})"
+            )
+        if self.readout_rows:
+            lines.append(
+                f"  read-out map fitted: the part scores {self.readout_rows} table rows as the "
+                f"checkpoint's model scored its own (largest error: {self.projection_error:.2e})"
             )
         if self.approximate:
             lines.append(
@@ -158,6 +164,7 @@ def init_from(
     prefixes: Mapping[str, str] | None = None,
     table_rows: str = "all",
     keep_rows: Sequence[int] = (),
+    readout: str | None = None,
 ) -> InitReport:
     """Copy the weights of the checkpoint at ``path`` into ``model``.
 
@@ -177,6 +184,10 @@ def init_from(
         keep_rows: rows an earlier ``init_from`` set (its report's ``rows``): if this
             checkpoint brings its own projection, they are re-expressed in it so that their
             projected rows stay what they were.
+        readout: the path of a :class:`~mmembed.models.table_rows.TableRows` with a read-out
+            map (``"speech.embedding"``): instead of writing the checkpoint's rows into the
+            table, fit that map so that the part scores the table's rows (another run's) as
+            the checkpoint's model scored its own (:func:`fit_readout`).
 
     Raises:
         InitFromError: names every tensor that is missing from the checkpoint or has another
@@ -257,7 +268,49 @@ def init_from(
             _set_projected_rows(layer, rows["new"], source_rows, report)
             report.row_mode = "solved"
     report.copied = len(updates) + takes_rows
+    if readout is not None:
+        if "tokenizer" not in checkpoint:
+            raise InitFromError(f"init_from: {source} holds no tokenizer to match table rows by")
+        fit_readout(model, readout, checkpoint, tokenizer, report)
     return report
+
+
+def fit_readout(model: nn.Module, path: str, checkpoint: Mapping, tokenizer: Tokenizer,
+                report: InitReport) -> None:  # fmt: skip
+    """Fit the read-out map of the TableRows at ``path`` so that its logits equal the
+    checkpoint's model's for every row the part scores.
+
+    A part scores ``h -> (h @ M.T) . P[r]`` for its rows r of the table's projected rows P; the
+    checkpoint's model scored ``h . Q[r]`` with its own rows Q (its table ``embedding``). The
+    map solves ``P[rows] @ M = Q[rows]`` (least squares; exact while the part reads no more
+    rows than the width, 42 of 128 for a character recogniser). A token the checkpoint's
+    vocabulary lacks (a digit a captioner knows and the recogniser never heard) takes its
+    ``</s>`` row: a row a CTC model learned never to emit.
+    """
+    part = model.get_submodule(path)
+    if getattr(part, "readout", None) is None:
+        raise InitFromError(f"init_from: {path} has no read-out map (TableRows(readout=True))")
+    state = checkpoint["state_dict"]
+    if "embedding.weight" not in state:
+        raise InitFromError(f"init_from: {report.source} has no token table (embedding.weight)")
+    old = load_tokenizer_dict(checkpoint["tokenizer"])
+    never_emitted = old.token_to_id(SPECIAL_TOKENS[3])
+    old_ids = []
+    for row in part.rows.tolist():
+        old_id = _find_token(old, tokenizer.id_to_token(row))
+        old_ids.append(never_emitted if old_id is None else old_id)
+    targets = _source_projected(state, "embedding.weight", state["embedding.weight"][old_ids])
+    layer = part.table
+    ours = _projected(layer)[part.rows]
+    # logits = readout(h) . P[rows] = h @ M.T @ P[rows].T, so P[rows] @ M = Q[rows]
+    weight = torch.linalg.lstsq(ours, targets).solution
+    with torch.no_grad():
+        part.readout.weight.copy_(weight.to(part.readout.weight.dtype))
+    fitted = ours @ part.readout.weight.detach().double()
+    error = float((fitted - targets).abs().max())
+    report.readout_rows = len(old_ids)
+    report.projection_error = max(report.projection_error, error)
+    report.relative_error = max(report.relative_error, error / (float(targets.abs().max()) or 1))
 
 
 def _layer_of(model: nn.Module, table: nn.Parameter) -> nn.Module | None:

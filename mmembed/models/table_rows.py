@@ -18,14 +18,25 @@ class TableRows(nn.Module):
     ``logits(hidden)`` scores hidden states against those rows only, so a softmax over them
     never spends probability on the rest of the vocabulary. Gradients reach the shared rows.
     The table is registered here too, as the text decoder registers it.
+
+    ``readout=True`` adds a linear map (H x H, no bias, identity at first) applied to the hidden
+    states before they are scored: the part reads the shared rows through a view of its own.
+    A model built from several runs sets it so that this part scores the rows (which another
+    part owns) exactly as its own run did (``init_from``'s ``readout``).
     """
 
-    def __init__(self, table: SharedEmbedding, rows: Sequence[int]):
+    def __init__(self, table: SharedEmbedding, rows: Sequence[int], readout: bool = False):
         super().__init__()
         if not len(rows) or min(rows) < 0 or max(rows) >= table.num_embeddings:
             raise ValueError(f"rows must be ids of the {table.num_embeddings}-row table")
         self.table = table
         self.register_buffer("rows", torch.tensor(list(rows), dtype=torch.long), persistent=False)
+        self.readout = None
+        if readout:
+            width = table.output_dim
+            self.readout = nn.Linear(width, width, bias=False)
+            with torch.no_grad():
+                self.readout.weight.copy_(torch.eye(width))
 
     @property
     def num_embeddings(self) -> int:
@@ -39,7 +50,10 @@ class TableRows(nn.Module):
         return self.table(self.rows[ids])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.readout is not None:
+            hidden = self.readout(hidden)
         return self.table.logits(hidden, self.rows)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings} of {self.table.num_embeddings} rows"
+        readout = ", read out by a linear map" if self.readout is not None else ""
+        return f"{self.num_embeddings} of {self.table.num_embeddings} rows{readout}"

@@ -96,6 +96,10 @@ class MultimodalEmbedding(TokenTableTask):
         speech_units: ``"char"``: CTC targets are the characters of the tokenizer's vocabulary
             (:class:`~mmembed.text.CharacterView`); ``"subword"``: its tokens. Must match the
             data module's ``speech_units``.
+        speech_readout: CTC scores the character rows through a linear map of its own
+            (:class:`~mmembed.models.table_rows.TableRows`' ``readout``): a model built from a
+            captioner's and a recogniser's runs keeps the captioner's rows in the table and fits
+            the map so that the recogniser's logits stay the ones it learned.
         label_phrasings: class name -> another phrasing of it (``"moving left": "going to the
             left"``), scored zero-shot at test as ``test/zero_shot/video_phrasings_top1``.
         retrieval_ks: the K of recall@K.
@@ -116,6 +120,7 @@ class MultimodalEmbedding(TokenTableTask):
         text_encoder: Callable[[Tokenizer, SharedEmbedding], LabelTextEncoder],
         weights: Mapping[str, float] | None = None,
         speech_units: str = "char",
+        speech_readout: bool = False,
         label_phrasings: Mapping[str, str] | None = None,
         retrieval_ks: Sequence[int] = DEFAULT_KS,
         pooling: str = "mean",
@@ -133,6 +138,8 @@ class MultimodalEmbedding(TokenTableTask):
             raise ValueError(f"speech_units must be one of {SPEECH_UNITS}, got {speech_units!r}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.speech_units = speech_units
+        if speech_readout and speech_units != "char":
+            raise ValueError("speech_readout needs speech_units='char' (CTC over the table's rows)")
         self.label_phrasings = dict(label_phrasings or {})
         self.retrieval_ks = tuple(retrieval_ks)
         self.grid_queries = grid_queries
@@ -144,7 +151,7 @@ class MultimodalEmbedding(TokenTableTask):
         if speech_units == "char":
             # CTC over the table's character rows only, under ids of their own
             speech_tokenizer = CharacterView(self.tokenizer)
-            rows = TableRows(self.embedding, speech_tokenizer.rows)
+            rows = TableRows(self.embedding, speech_tokenizer.rows, readout=speech_readout)
             speech_table = lambda **_: rows
         # Attributes, not a ModuleDict: Lightning hands the trainer to child LightningModules.
         self.speech = speech(tokenizer=speech_tokenizer, embedding=speech_table, width=self.width)
