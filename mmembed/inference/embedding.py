@@ -30,7 +30,7 @@ from mmembed.inference.inputs import (
     InputError,
 )
 from mmembed.inference.predictor import Predictor
-from mmembed.inference.speech import read_audio
+from mmembed.inference.speech import pad_waveforms, read_audio
 from mmembed.inference.video import read_clips
 from mmembed.models.text_encoder import tokenize_texts
 
@@ -147,11 +147,7 @@ class EmbeddingPredictor(Predictor):
             ids, mask = tokenize_texts(self.tokenizer, inputs, self.text_max_length)
             (vectors,) = graph(ids.to(self.device), mask.to(self.device))
         elif modality == "audio":
-            lengths = torch.tensor([w.numel() for w in inputs], dtype=torch.long)
-            # zero padding is invisible to the model (its front end and pooling mask by length)
-            batch = torch.zeros(len(inputs), max(int(lengths.max()), self.min_samples))
-            for row, waveform in enumerate(inputs):
-                batch[row, : waveform.numel()] = waveform
+            batch, lengths = pad_waveforms(inputs, self.min_samples)
             (vectors,) = graph(batch.to(self.device), lengths.to(self.device))
         else:  # images (B, 3, H, W); videos (B, K, 3, T, H, W)
             (vectors,) = graph(torch.stack(inputs).to(self.device))

@@ -92,11 +92,7 @@ class SpeechPredictor(Predictor):
         return results
 
     def _transcribe_batch(self, waveforms: list[torch.Tensor]) -> list[str]:
-        lengths = torch.tensor([w.numel() for w in waveforms], dtype=torch.long)
-        # zero padding is invisible to the model (its front end masks by length)
-        batch = torch.zeros(len(waveforms), max(int(lengths.max()), self.min_samples))
-        for row, waveform in enumerate(waveforms):
-            batch[row, : waveform.numel()] = waveform
+        batch, lengths = pad_waveforms(waveforms, self.min_samples)
         # (CTC models only: a joint model's cross-attention caches are laid out layer-first)
         split = self.runtime == "onnx" and not self.config["attention"]
         rows = ONNX_ROWS_PER_RUN if split else len(waveforms)
@@ -133,6 +129,19 @@ class SpeechPredictor(Predictor):
             step,
             lambda rows: empty_cache(layout, rows, self.device),
         )
+
+
+def pad_waveforms(
+    waveforms: Sequence[torch.Tensor], min_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms as one zero-padded batch (B, max(longest, min_samples)) and their lengths.
+    The padding is invisible to the exported graphs: their front end (and pooling) mask by
+    length."""
+    lengths = torch.tensor([w.numel() for w in waveforms], dtype=torch.long)
+    batch = torch.zeros(len(waveforms), max(int(lengths.max()), min_samples))
+    for row, waveform in enumerate(waveforms):
+        batch[row, : waveform.numel()] = waveform
+    return batch, lengths
 
 
 def _is_single(audio: Any) -> bool:
