@@ -269,8 +269,6 @@ def init_from(
             report.row_mode = "solved"
     report.copied = len(updates) + takes_rows
     if readout is not None:
-        if "tokenizer" not in checkpoint:
-            raise InitFromError(f"init_from: {source} holds no tokenizer to match table rows by")
         fit_readout(model, readout, checkpoint, tokenizer, report)
     return report
 
@@ -291,8 +289,10 @@ def fit_readout(model: nn.Module, path: str, checkpoint: Mapping, tokenizer: Tok
     if getattr(part, "readout", None) is None:
         raise InitFromError(f"init_from: {path} has no read-out map (TableRows(readout=True))")
     state = checkpoint["state_dict"]
-    if "embedding.weight" not in state:
-        raise InitFromError(f"init_from: {report.source} has no token table (embedding.weight)")
+    if "embedding.weight" not in state or "tokenizer" not in checkpoint:
+        raise InitFromError(
+            f"init_from: {report.source} holds no token table (embedding.weight) and tokenizer"
+        )
     old = load_tokenizer_dict(checkpoint["tokenizer"])
     never_emitted = old.token_to_id(SPECIAL_TOKENS[3])
     old_ids = []
@@ -306,11 +306,8 @@ def fit_readout(model: nn.Module, path: str, checkpoint: Mapping, tokenizer: Tok
     weight = torch.linalg.lstsq(ours, targets).solution
     with torch.no_grad():
         part.readout.weight.copy_(weight.to(part.readout.weight.dtype))
-    fitted = ours @ part.readout.weight.detach().double()
-    error = float((fitted - targets).abs().max())
     report.readout_rows = len(old_ids)
-    report.projection_error = max(report.projection_error, error)
-    report.relative_error = max(report.relative_error, error / (float(targets.abs().max()) or 1))
+    _record_error(report, ours @ part.readout.weight.detach().double(), targets)
 
 
 def _layer_of(model: nn.Module, table: nn.Parameter) -> nn.Module | None:
@@ -329,16 +326,9 @@ def _projection_names(model: nn.Module, layer: nn.Module | None) -> set[str]:
 
 
 def _projected(layer: nn.Module) -> torch.Tensor:
-    """The layer's projected rows ``E @ W.T + b`` in float64 (what every task reads)."""
+    """The layer's projected rows ``E @ W.T + b`` (what every task reads), in float64."""
     with torch.no_grad():
-        table = layer.weight.detach().double()
-        projection = getattr(layer, "projection", None)
-        if projection is None:
-            return table
-        out = table @ projection.weight.detach().double().t()
-        if projection.bias is not None:
-            out = out + projection.bias.detach().double()
-        return out
+        return layer.projected_table().double()
 
 
 def _source_projected(state: Mapping[str, torch.Tensor], table_name: str, rows: torch.Tensor):
@@ -367,12 +357,15 @@ def _set_projected_rows(layer: nn.Module, ids: torch.Tensor, projected: torch.Te
     rows = target @ torch.linalg.pinv(weight.t())
     with torch.no_grad():
         layer.weight[ids] = rows.to(layer.weight.dtype)
-    if not len(ids):
-        return
-    error = float((_projected(layer)[ids] - projected.double()).abs().max())
-    scale = float(projected.double().abs().max()) or 1.0
+    if len(ids):
+        _record_error(report, _projected(layer)[ids], projected.double())
+
+
+def _record_error(report: InitReport, got: torch.Tensor, wanted: torch.Tensor) -> None:
+    """The largest error of rows reproduced in another projection (absolute and relative)."""
+    error = float((got - wanted).abs().max())
     report.projection_error = max(report.projection_error, error)
-    report.relative_error = max(report.relative_error, error / scale)
+    report.relative_error = max(report.relative_error, error / (float(wanted.abs().max()) or 1.0))
 
 
 def rename_prefix(name: str, old: str, new: str) -> str | None:
