@@ -9,9 +9,11 @@ The models are the default experiments' architectures (``asr_default``, ``captio
 ``video_default``) with random weights: what is timed does not depend on the weights, except
 the captioner's beam search, which here always runs to its maximum length (a trained model
 stops at its end token, so this is its slowest case). Per task it prints items/s for each
-runtime and their ratio to eager; for the speech model also the real-time factor (processing
-time / audio duration) of the whole ``mmembed-predict`` path from a 44.1 kHz file to its
-transcript (read, resample, log-mel features, model, greedy CTC), one clip and a batch of 8.
+runtime and their ratio to eager. For the speech model also ``onnx-int8``, its int8 ONNX
+graph, which is not exact (``scripts/eval_speech_artifact.py`` measures what it costs in
+CER), and the real-time factor (processing time / audio duration) of the whole
+``mmembed-predict`` path from a 44.1 kHz file to its transcript (read, resample, log-mel
+features, model, greedy CTC), one clip and a batch of 8.
 """
 
 from __future__ import annotations
@@ -80,16 +82,17 @@ def timed(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
     }
 
 
-def export(task, data, folder: Path, name: str):
+def export(task, data, folder: Path, name: str, runtimes=("torch", "onnx")):
     trained = TrainedModel(task, folder / f"{name}.ckpt", "0" * 64, {}, data, None)
-    path = export_trained(trained, folder / f"{name}.mmembed", check=False)
-    return {runtime: load(path, runtime=runtime, threads=1) for runtime in ("torch", "onnx")}
+    path = export_trained(trained, folder / f"{name}.mmembed", runtimes, check=False)
+    return {runtime: load(path, runtime=runtime, threads=1) for runtime in runtimes}
 
 
 def bench_speech(folder: Path, repeats: int) -> list[dict]:
     words = "the quick brown fox jumps over a lazy dog while seven zebras quietly hum"
     task, data = build_task("asr_default", train_tokenizer([words], "char"))
-    predictors = export(task, data, folder, "asr")
+    # onnx-int8: int8 weight products (not exact; its accuracy: scripts/eval_speech_artifact.py)
+    predictors = export(task, data, folder, "asr", ("torch", "onnx", "onnx-int8"))
     rng = np.random.default_rng(0)
     files = []
     for index in range(8):
@@ -112,7 +115,7 @@ def bench_speech(folder: Path, repeats: int) -> list[dict]:
         rtf = {name: {k: v / audio for k, v in t.items()} for name, t in times.items()}
         note = "; ".join(
             f"{name}: RTF {rtf[name]['cpu']:.4f} CPU / {rtf[name]['wall']:.4f} wall"
-            for name in ("eager", "torch", "onnx", "torch file", "onnx file")
+            for name in ("eager", *predictors, *(f"{r} file" for r in predictors))
         )
         plural = "s" if batch > 1 else ""
         rows.append(
@@ -184,12 +187,15 @@ BENCHES = {"speech": bench_speech, "captioning": bench_captioning, "video": benc
 
 def markdown(rows: list[dict]) -> str:
     """Items/s by CPU time (what one idle core gives) with the wall-time figure after it."""
-    runtimes = ["eager", "eager, uncached", "torch", "onnx"]
+    runtimes = ["eager", "eager, uncached", "torch", "onnx", "onnx-int8"]
+    compared = ["torch", "onnx", "onnx-int8"]
     lines = [
         "| model, input | "
         + " | ".join(f"{r} items/s" for r in runtimes)
-        + " | torch/eager | onnx/eager | notes |",
-        "|---|" + "---|" * (len(runtimes) + 3),
+        + " | "
+        + " | ".join(f"{r}/eager" for r in compared)
+        + " | notes |",
+        "|---|" + "---|" * (len(runtimes) + len(compared) + 1),
     ]
     for row in rows:
         rate = {
@@ -200,7 +206,10 @@ def markdown(rows: list[dict]) -> str:
             f"{rate[r]['cpu']:.2f} ({rate[r]['wall']:.2f})" if r in rate else "-" for r in runtimes
         ]
         ratios = []
-        for r in ("torch", "onnx"):
+        for r in compared:
+            if r not in rate:
+                ratios.append("-")
+                continue
             cpu, wall = (rate[r][kind] / rate["eager"][kind] for kind in ("cpu", "wall"))
             ratios.append(f"{cpu:.2f}x ({wall:.2f}x)")
         lines.append(f"| {row['task']} | " + " | ".join(cells + ratios) + f" | {row['note']} |")

@@ -53,7 +53,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         "--runtime",
         type=_runtimes,
         default=["torch", "onnx"],
-        help="graph formats to include, comma-separated: torch (torch.export), onnx, aoti "
+        help="graph formats to include, comma-separated: torch (torch.export), onnx, "
+        "onnx-int8 (speech: int8 weight products, faster on CPU, not exact), aoti "
         "(AOTInductor, with --device cuda); default torch,onnx",
     )
     parser.add_argument("--device", default="cpu", help="device to export on: cpu or cuda")

@@ -60,6 +60,7 @@ class EmbeddingPredictor(Predictor):
         self.sample_rate: int = audio["sample_rate"]
         self.min_samples: int = audio["min_samples"]
         self.max_samples: int = audio["max_samples"]
+        self.sample_multiple: int = audio.get("sample_multiple", 1)
         image = preprocessing["image"]
         self.image_transform = eval_transform(
             image["image_size"], mean=image["mean"], std=image["std"]
@@ -147,7 +148,7 @@ class EmbeddingPredictor(Predictor):
             ids, mask = tokenize_texts(self.tokenizer, inputs, self.text_max_length)
             (vectors,) = graph(ids.to(self.device), mask.to(self.device))
         elif modality == "audio":
-            batch, lengths = pad_waveforms(inputs, self.min_samples)
+            batch, lengths = pad_waveforms(inputs, self.min_samples, self.sample_multiple)
             (vectors,) = graph(batch.to(self.device), lengths.to(self.device))
         else:  # images (B, 3, H, W); videos (B, K, 3, T, H, W)
             (vectors,) = graph(torch.stack(inputs).to(self.device))

@@ -43,7 +43,10 @@ from mmembed.inference.artifact import (
     package_versions,
 )
 
-RUNTIMES = ("torch", "onnx", "aoti")
+# "onnx-int8": ONNX Runtime on the int8 graphs where an artifact has them (speech encoders;
+# not exact, mmembed.inference.export.quantize), the float ONNX graphs elsewhere
+INT8_RUNTIME = "onnx-int8"
+RUNTIMES = ("torch", "onnx", INT8_RUNTIME, "aoti")
 
 _OP_NAMESPACES = ("aten", "prims", "mmembed")
 # aten ops that touch files: no model graph needs them
@@ -225,7 +228,9 @@ class OnnxGraph:
         input_names: Sequence[str],
         device: torch.device,
         threads: int | None,
+        runtime: str = "onnx",
     ):
+        self.runtime = runtime
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -308,6 +313,6 @@ def load_graph(
     source = f"{artifact.path}:{member}"
     if runtime == "torch":
         return TorchProgram(data, source, device, artifact.manifest["built_on"]["type"])
-    if runtime == "onnx":
-        return OnnxGraph(data, source, spec["inputs"], device, threads)
+    if runtime in ("onnx", INT8_RUNTIME):
+        return OnnxGraph(data, source, spec["inputs"], device, threads, runtime)
     return AotiPackage(data, source, device)

@@ -44,6 +44,8 @@ class SpeechPredictor(Predictor):
         self.sample_rate: int = preprocessing["sample_rate"]
         self.min_samples: int = preprocessing["min_samples"]
         self.max_samples: int = preprocessing["max_samples"]
+        # artifacts from before the ONNX graph took whole hops have no multiple
+        self.sample_multiple: int = preprocessing.get("sample_multiple", 1)
         decoding = dict(self.config["decoding"])
         if decoding["method"] == "ctc_beam":
             # flashlight reads the packaged lexicon and LM from files
@@ -92,9 +94,9 @@ class SpeechPredictor(Predictor):
         return results
 
     def _transcribe_batch(self, waveforms: list[torch.Tensor]) -> list[str]:
-        batch, lengths = pad_waveforms(waveforms, self.min_samples)
+        batch, lengths = pad_waveforms(waveforms, self.min_samples, self.sample_multiple)
         # (CTC models only: a joint model's cross-attention caches are laid out layer-first)
-        split = self.runtime == "onnx" and not self.config["attention"]
+        split = self.runtime.startswith("onnx") and not self.config["attention"]
         rows = ONNX_ROWS_PER_RUN if split else len(waveforms)
         runs = [
             self.graphs["encoder"](
@@ -132,13 +134,14 @@ class SpeechPredictor(Predictor):
 
 
 def pad_waveforms(
-    waveforms: Sequence[torch.Tensor], min_samples: int
+    waveforms: Sequence[torch.Tensor], min_samples: int, multiple: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Waveforms as one zero-padded batch (B, max(longest, min_samples)) and their lengths.
-    The padding is invisible to the exported graphs: their front end (and pooling) mask by
-    length."""
+    """Waveforms as one zero-padded batch (B, max(longest, min_samples) rounded up to a
+    ``multiple``) and their lengths. The padding is invisible to the exported graphs: their
+    front end (and pooling) mask by length. (The ONNX graphs take whole hops of samples.)"""
     lengths = torch.tensor([w.numel() for w in waveforms], dtype=torch.long)
-    batch = torch.zeros(len(waveforms), max(int(lengths.max()), min_samples))
+    samples = max(int(lengths.max()), min_samples)
+    batch = torch.zeros(len(waveforms), -(-samples // multiple) * multiple)
     for row, waveform in enumerate(waveforms):
         batch[row, : waveform.numel()] = waveform
     return batch, lengths

@@ -141,15 +141,17 @@ def swap_program_weights(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def swap_onnx_initializers(data: bytes) -> bytes:
-    """An ONNX model with two same-shaped float initializers swapped."""
+def swap_onnx_initializers(data: bytes, data_type: str = "FLOAT") -> bytes:
+    """An ONNX model with two same-shaped initializers of ``data_type`` (an
+    ``onnx.TensorProto`` name: FLOAT, or INT8 for an int8 graph's weights) swapped."""
     import onnx
 
+    wanted = getattr(onnx.TensorProto, data_type)
     model = onnx.load_from_string(data)
     seen: dict[tuple, onnx.TensorProto] = {}
     for tensor in model.graph.initializer:
         key = (tuple(tensor.dims), tensor.data_type)
-        if len(tensor.dims) >= 1 and tensor.data_type == onnx.TensorProto.FLOAT and key in seen:
+        if len(tensor.dims) >= 1 and tensor.data_type == wanted and key in seen:
             other = seen[key]
             if tensor.raw_data != other.raw_data:
                 tensor.raw_data, other.raw_data = other.raw_data, tensor.raw_data

@@ -45,7 +45,7 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
     assert "the run's config" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         export_main([str(run_dir), "--runtime", "torch,tensorrt"])
-    assert "runtimes must be some of torch, onnx, aoti" in capsys.readouterr().err
+    assert "runtimes must be some of torch, onnx, onnx-int8, aoti" in capsys.readouterr().err
 
 
 def test_predict_refuses_a_model_it_cannot_load(tmp_path, capsys):

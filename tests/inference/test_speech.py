@@ -1,16 +1,20 @@
 """Speech recognition end to end: train a tiny recogniser, export it, transcribe in a fresh
 process without the training stack, and compare with the eager model."""
 
+import importlib.util
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import soundfile
 import torch
 import torchaudio
 from omegaconf import OmegaConf
+from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from helpers.bad_files import corrupt_flac, nonfinite_wav
 from helpers.runs import TINY_ASR, tiny_speech_corpus
@@ -25,9 +29,10 @@ from inference.runs import (
 from mmembed.data.audio_io import load_audio
 from mmembed.inference import SelfTestError
 from mmembed.inference.artifact import read_artifact, write_artifact
-from mmembed.inference.cli import export_main
+from mmembed.inference.cli import export_main, predict_main
 from mmembed.inference.export.rebuild import load_trained
 from mmembed.inference.predictor import from_artifact
+from mmembed.inference.speech import pad_waveforms
 from mmembed.text.lm import main as lm_main
 
 pytestmark = pytest.mark.slow
@@ -72,6 +77,15 @@ def ctc_artifact(ctc_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("ctc_export") / "asr.mmembed"
     assert export_main([str(ctc_run), "--out", str(out)]) == 0
     return out
+
+
+def _script(name: str):
+    """A module of scripts/ (not a package), imported from its file."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def eager_transcripts(run_dir: Path, files, config=None) -> list[str]:
@@ -160,6 +174,84 @@ def test_the_self_test_catches_a_swapped_weight(ctc_artifact, tmp_path):
             from_artifact(read_artifact(swapped), runtime=runtime)
     # the untouched artifact passes
     from_artifact(read_artifact(ctc_artifact), runtime="onnx")
+
+
+def test_the_int8_runtime_quantises_the_encoder_products_and_keeps_the_front_end_float(
+    ctc_run, corpus, tmp_path, capsys
+):
+    out = tmp_path / "int8.mmembed"
+    assert export_main([str(ctc_run), "--out", str(out), "--runtime", "onnx,onnx-int8"]) == 0
+    artifact = read_artifact(out)
+    spec = artifact.manifest["graphs"]["encoder"]
+    assert spec["files"] == {"onnx": "graphs/encoder.onnx", "onnx-int8": "graphs/encoder.int8.onnx"}
+    tolerance = spec["tolerance"]["onnx-int8"]
+    model = onnx.load_from_string(artifact.read(spec["files"]["onnx-int8"]))
+    ops = Counter(node.op_type for node in model.graph.node)
+    task = load_trained(ctc_run).task
+    # per conformer layer 2 feed-forward modules x 2 + attention in and out; the output layer
+    layers = len(task.encoder.conformer.conformer_layers)
+    assert ops["MatMulInteger"] >= 6 * layers + 1, ops
+    float_weights = {node.input[1] for node in model.graph.node if node.op_type == "MatMul"}
+    front_end = sorted(name.rsplit(".", 1)[-1] for name in float_weights if "frontend." in name)
+    assert front_end == ["cos_basis", "fb", "sin_basis"]  # the power spectrum stays float
+
+    # eager against int8 on the memorised utterances, padded into one batch of real frames
+    files = audio_files(corpus)
+    waveforms = [load_audio(f, 16000) for f in files]
+    predictor = from_artifact(artifact, runtime="onnx-int8")  # its self-test passes
+    batch, lengths = pad_waveforms(waveforms, 0, predictor.sample_multiple)
+    with torch.no_grad():
+        expected, frame_lengths = task(batch, lengths)
+    got, got_lengths = predictor.graphs["encoder"](batch, lengths)
+    assert torch.equal(got_lengths, frame_lengths)
+    valid = torch.arange(got.shape[1])[None] < frame_lengths[:, None]
+    # int8 is not exact (this barely trained model's log-probabilities move by 0.24 on
+    # average, 3.1 at most), but most frames keep their best token (93%)
+    difference = (got - expected).abs()[valid]
+    assert float(difference.mean()) < 0.5 and float(difference.max()) < tolerance["atol"]
+    agreement = (got.argmax(-1) == expected.argmax(-1))[valid].float().mean()
+    assert float(agreement) > 0.8
+    # mmembed-predict serves it: the transcripts the Python predictor gives, in order
+    predictions = tmp_path / "int8.jsonl"
+    argv = [str(out), *files[:3], "--runtime", "onnx-int8", "--output", str(predictions)]
+    assert predict_main(argv) == 0
+    records = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [r["transcript"] for r in records] == predictor.transcribe(files[:3])
+    # scripts/eval_speech_artifact.py scores both runtimes on a manifest, side by side
+    manifest = corpus / "test.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest_files = [str(corpus / line["audio_filepath"]) for line in lines]
+    references = [line["text"] for line in lines]
+    transcripts = {
+        "onnx": from_artifact(artifact, runtime="onnx").transcribe(manifest_files),
+        "onnx-int8": predictor.transcribe(manifest_files),
+    }
+    capsys.readouterr()
+    _script("eval_speech_artifact").main([str(out), str(manifest), "--runtimes", "onnx,onnx-int8"])
+    table = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    expected_table = []
+    for runtime, hypotheses in transcripts.items():
+        cer = 100 * float(CharErrorRate()(hypotheses, references))
+        wer = 100 * float(WordErrorRate()(hypotheses, references))
+        same = sum(a == b for a, b in zip(hypotheses, transcripts["onnx"], strict=True))
+        n = len(references)
+        expected_table.append(
+            ["test.jsonl", runtime, str(n), f"{cer:.2f}%", f"{wer:.2f}%", f"{same}/{n}"]
+        )
+    assert table == expected_table
+
+    # a swapped int8 weight fails the int8 graph's self-test; the float graph beside it passes
+    members = dict(artifact.members)
+    members["graphs/encoder.int8.onnx"] = swap_onnx_initializers(
+        members["graphs/encoder.int8.onnx"], "INT8"
+    )
+    kept = {
+        k: v for k, v in artifact.manifest.items() if k not in ("files", "format", "format_version")
+    }
+    swapped = write_artifact(tmp_path / "swapped.mmembed", kept, members)
+    with pytest.raises(SelfTestError, match="graph 'encoder' output 'log_probs' \\(onnx-int8"):
+        from_artifact(read_artifact(swapped), runtime="onnx-int8")
+    from_artifact(read_artifact(swapped), runtime="onnx")
 
 
 def test_predict_reports_bad_inputs_per_file_and_runs_the_others(

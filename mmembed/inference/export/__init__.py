@@ -74,7 +74,8 @@ def export_artifact(
         source: an ``mmembed-train`` run folder (its best checkpoint) or a ``.ckpt``.
         out: the artifact to write (atomically: nothing appears under that name on failure).
         runtimes: which graph files to include: ``"torch"`` (torch.export programs),
-            ``"onnx"``, ``"aoti"`` (AOTInductor packages; ``device="cuda"`` only).
+            ``"onnx"``, ``"onnx-int8"`` (speech: int8 weight products, not exact), ``"aoti"``
+            (AOTInductor packages; ``device="cuda"`` only).
         device: where the graphs are exported (and AOTInductor compiles).
         config: the run's Hydra config if not in ``<run folder>/.hydra/config.yaml``.
         check: load the result in every runtime and run its self-test before writing.

@@ -28,9 +28,10 @@ from mmembed.inference.artifact import (
     program_bytes,
     tensor_bytes,
 )
+from mmembed.inference.export.quantize import quantize_int8
 from mmembed.inference.export.rebuild import ExportError, TrainedModel
 from mmembed.inference.predictor import SELFTEST, from_artifact
-from mmembed.inference.runtimes import RUNTIMES
+from mmembed.inference.runtimes import INT8_RUNTIME, RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class GraphSpec:
         sample: the self-test inputs (small).
         onnx_module: the same function in a form ONNX Runtime runs faster, exported for the
             ONNX graph instead of ``module`` (its self-test still compares with ``module``).
+        onnx_dynamic_shapes: that form's dynamic shapes, where they are narrower (the speech
+            encoder's ONNX graph takes whole hops of samples); default ``dynamic_shapes``.
     """
 
     module: nn.Module
@@ -57,6 +60,7 @@ class GraphSpec:
     outputs: Sequence[str]
     sample: tuple[torch.Tensor, ...]
     onnx_module: nn.Module | None = None
+    onnx_dynamic_shapes: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -68,6 +72,9 @@ class ExportPlan:
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    # graphs offered in int8 (runtime "onnx-int8"), each with the weight-name patterns kept
+    # float (mmembed.inference.export.quantize)
+    int8_graphs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _to(values: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -76,6 +83,36 @@ def _to(values: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.T
 
 def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
     return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+def _int8_tolerance(
+    data: bytes, spec: GraphSpec, expected: tuple[torch.Tensor, ...]
+) -> dict[str, float]:
+    """The int8 graph's self-test tolerance, from its differences from the eager outputs on
+    the samples here: 4x the largest (int8 kernels round differently on other CPUs) and 2x
+    the mean, each plus 0.01. The mean is what tells a damaged graph from rounding: int8
+    moves every value a little (the default recogniser's log-probabilities by 0.33 on
+    average, 1.2 at most), a swapped or wrong weight moves most of them by much more."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    used = {i.name for i in session.get_inputs()}
+    feeds = {
+        name: value.cpu().numpy()
+        for name, value in zip(spec.inputs, spec.sample, strict=True)
+        if name in used
+    }
+    largest = mean = 0.0
+    for got, want in zip(session.run(None, feeds), expected, strict=True):
+        if want.is_floating_point():
+            difference = (torch.from_numpy(got) - want.cpu()).abs()
+            largest = max(largest, float(difference.max()))
+            mean = max(mean, float(difference.mean()))
+    return {
+        "rtol": 0.0,
+        "atol": round(4 * largest + 0.01, 4),
+        "mean_atol": round(2 * mean + 0.01, 4),
+    }
 
 
 def _aoti_package(program: torch.export.ExportedProgram, name: str) -> bytes:
@@ -100,6 +137,11 @@ def build_artifact(
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:
         raise ValueError(f"unknown runtime(s) {unknown}; expected some of {RUNTIMES}")
+    if INT8_RUNTIME in runtimes and not plan.int8_graphs:
+        raise ExportError(
+            f"--runtime {INT8_RUNTIME}: a {plan.task} model has no int8 graphs (they are "
+            "offered for speech recognisers, where their accuracy is measured)"
+        )
     if "aoti" in runtimes and device.type != "cuda":
         raise ExportError(
             "--runtime aoti compiles AOTInductor packages for CUDA: add --device cuda"
@@ -115,15 +157,20 @@ def build_artifact(
         if "torch" in runtimes:
             files["torch"] = f"graphs/{name}.pt2"
             members[files["torch"]] = program_bytes(program)
-        if "onnx" in runtimes:
-            files["onnx"] = f"graphs/{name}.onnx"
+        onnx_data = None
+        if "onnx" in runtimes or INT8_RUNTIME in runtimes:
             onnx_source = program
             if spec.onnx_module is not None:
                 onnx_module = spec.onnx_module.to(device).eval()
                 onnx_source = export_program(
-                    onnx_module, _to(spec.example, device), spec.dynamic_shapes
+                    onnx_module,
+                    _to(spec.example, device),
+                    spec.onnx_dynamic_shapes or spec.dynamic_shapes,
                 )
-            members[files["onnx"]] = onnx_bytes(onnx_source, spec.inputs, spec.outputs)
+            onnx_data = onnx_bytes(onnx_source, spec.inputs, spec.outputs)
+        if "onnx" in runtimes or (INT8_RUNTIME in runtimes and name not in plan.int8_graphs):
+            files["onnx"] = f"graphs/{name}.onnx"
+            members[files["onnx"]] = onnx_data
         if "aoti" in runtimes:
             files["aoti"] = f"graphs/{name}.aoti.pt2"
             members[files["aoti"]] = _aoti_package(program, name)
@@ -131,11 +178,22 @@ def build_artifact(
             expected = _outputs(module(*_to(spec.sample, device)))
         if len(expected) != len(spec.outputs):
             raise ValueError(f"graph {name!r} gives {len(expected)} outputs, named {spec.outputs}")
+        tolerance = {}
+        if INT8_RUNTIME in runtimes:
+            if name in plan.int8_graphs:
+                files[INT8_RUNTIME] = f"graphs/{name}.int8.onnx"
+                int8_data = quantize_int8(onnx_data, plan.int8_graphs[name])
+                members[files[INT8_RUNTIME]] = int8_data
+                tolerance[INT8_RUNTIME] = _int8_tolerance(int8_data, spec, expected)
+            else:  # the float graph serves both
+                files[INT8_RUNTIME] = files["onnx"]
         for index, value in enumerate(spec.sample):
             selftest[f"{name}.input.{index}"] = value
         for index, value in enumerate(expected):
             selftest[f"{name}.output.{index}"] = value
         graphs[name] = {"inputs": list(spec.inputs), "outputs": list(spec.outputs), "files": files}
+        if tolerance:
+            graphs[name]["tolerance"] = tolerance
     members["config.json"] = json_bytes({"task": plan.task, **plan.config})
     members[SELFTEST] = tensor_bytes(selftest)
     if plan.tensors:

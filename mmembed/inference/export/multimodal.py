@@ -13,7 +13,7 @@ from torch.export import Dim
 from mmembed.inference.export.builder import ExportPlan, GraphSpec
 from mmembed.inference.export.decoder import MAX_ITEMS
 from mmembed.inference.export.rebuild import ExportError, TrainedModel
-from mmembed.inference.export.speech import MAX_BATCH, MAX_SECONDS, MIN_SECONDS, use_onnx_forms
+from mmembed.inference.export.speech import WaveformInputs, use_onnx_forms
 from mmembed.inference.export.video import MAX_CLIPS, MAX_LABEL_TOKENS, clip_preprocessing
 from mmembed.models.text_encoder import tokenize_texts
 
@@ -32,32 +32,22 @@ def _part_settings(trained: TrainedModel, part: str, keys: tuple[str, ...]) -> d
 
 
 def _audio_graph(task, generator: torch.Generator) -> tuple[GraphSpec, dict[str, Any]]:
-    sample_rate = int(task.speech.encoder.frontend.melspec.sample_rate)
-    min_samples, max_samples = int(MIN_SECONDS * sample_rate), int(MAX_SECONDS * sample_rate)
-    batch = Dim("batch", min=1, max=MAX_BATCH)
-    samples = Dim("samples", min=min_samples, max=max_samples)
+    inputs = WaveformInputs.of(task.speech.encoder.frontend.melspec)
     embedder = task.embedder("audio")
     # the ONNX graph's encoder in the speech export's faster forms
     onnx_embedder = copy.deepcopy(embedder)
     use_onnx_forms(onnx_embedder.encoder)
-    # traced at 3 x 0.7 s; checked on 2 utterances of 1.0 and 0.6 s of noise
-    example_lengths = torch.tensor([7, 6, 5]) * sample_rate // 10
-    sample_lengths = torch.tensor([10, 6]) * sample_rate // 10
     spec = GraphSpec(
         module=embedder,
         onnx_module=onnx_embedder,
-        example=(torch.randn(3, int(example_lengths[0]), generator=generator), example_lengths),
-        dynamic_shapes=({0: batch, 1: samples}, {0: batch}),
+        example=inputs.example(generator),
+        dynamic_shapes=inputs.dynamic_shapes(),
+        onnx_dynamic_shapes=inputs.dynamic_shapes(whole_hops=True),
         inputs=("waveforms", "lengths"),
         outputs=("embeddings",),
-        sample=(0.1 * torch.randn(2, int(sample_lengths[0]), generator=generator), sample_lengths),
+        sample=inputs.sample(generator),
     )
-    preprocessing = {
-        "sample_rate": sample_rate,
-        "min_samples": min_samples,
-        "max_samples": max_samples,
-    }
-    return spec, preprocessing
+    return spec, inputs.preprocessing()
 
 
 def _image_graph(trained: TrainedModel, generator: torch.Generator):
