@@ -12,28 +12,13 @@ out-of-domain sets, before serving it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from mmembed.data.manifest import read_manifest
 from mmembed.inference.predictor import load
-
-
-def read_manifest(path: Path) -> tuple[list[str], list[str]]:
-    """(audio paths, reference texts); paths are relative to the manifest's folder."""
-    files, texts = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            files.append(str(path.parent / row["audio_filepath"]))
-            texts.append(row["text"])
-        except (json.JSONDecodeError, KeyError) as err:
-            raise SystemExit(f"{path}:{number}: not a manifest line ({err})") from err
-    return files, texts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,7 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| manifest | runtime | utterances | CER | WER | transcripts as " + runtimes[0] + " |")
     print("|---|---|---|---|---|---|")
     for manifest in args.manifests:
-        files, references = read_manifest(manifest)
+        # the training manifests' reader: paths relative to the manifest, errors name the line
+        entries = read_manifest(manifest)
+        files = [str(entry.audio_path) for entry in entries]
+        references = [entry.text for entry in entries]
         first = None
         for runtime, predictor in predictors.items():
             hypotheses = list(predictor.transcribe(files))

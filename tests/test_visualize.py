@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import matplotlib.image
@@ -11,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.scripts import load_script
 from mmembed.visualize import _select_rows, plot_embedding_projections, plot_shared_space
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "visualize_embedding.py"
 
 
 def assert_valid_png(path: Path) -> None:
@@ -95,11 +94,7 @@ def test_errors(tmp_path: Path, table: np.ndarray, kwargs: dict, message: str) -
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("visualize_embedding", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("visualize_embedding")
 
 
 def test_script_table_with_labels(

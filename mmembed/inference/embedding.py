@@ -30,7 +30,7 @@ from mmembed.inference.inputs import (
     InputError,
 )
 from mmembed.inference.predictor import Predictor
-from mmembed.inference.speech import pad_waveforms, read_audio
+from mmembed.inference.speech import AudioInput
 from mmembed.inference.video import read_clips
 from mmembed.models.text_encoder import tokenize_texts
 
@@ -56,11 +56,7 @@ class EmbeddingPredictor(Predictor):
         super().__init__(artifact, **kwargs)
         preprocessing = self.config["preprocessing"]
         self.width: int = self.config["width"]
-        audio = preprocessing["audio"]
-        self.sample_rate: int = audio["sample_rate"]
-        self.min_samples: int = audio["min_samples"]
-        self.max_samples: int = audio["max_samples"]
-        self.sample_multiple: int = audio.get("sample_multiple", 1)
+        self.audio = AudioInput.from_config(preprocessing["audio"])
         image = preprocessing["image"]
         self.image_transform = eval_transform(
             image["image_size"], mean=image["mean"], std=image["std"]
@@ -100,7 +96,7 @@ class EmbeddingPredictor(Predictor):
                 raise InputError(f"text {source!r}: no tokens after normalisation")
             return modality, source
         if modality == "audio":
-            return modality, read_audio(source, self.sample_rate, self.max_samples)
+            return modality, self.audio.read(source)
         if modality == "image":
             return modality, read_image(source, self.image_transform)
         return modality, read_clips(source, self.sampling, self.num_clips, self.video_transform)
@@ -148,7 +144,7 @@ class EmbeddingPredictor(Predictor):
             ids, mask = tokenize_texts(self.tokenizer, inputs, self.text_max_length)
             (vectors,) = graph(ids.to(self.device), mask.to(self.device))
         elif modality == "audio":
-            batch, lengths = pad_waveforms(inputs, self.min_samples, self.sample_multiple)
+            batch, lengths = self.audio.batch(inputs)
             (vectors,) = graph(batch.to(self.device), lengths.to(self.device))
         else:  # images (B, 3, H, W); videos (B, K, 3, T, H, W)
             (vectors,) = graph(torch.stack(inputs).to(self.device))

@@ -8,6 +8,7 @@ attention beam search over the decoder-step graph.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from os import PathLike
 from typing import Any
@@ -40,12 +41,7 @@ class SpeechPredictor(Predictor):
 
     def __init__(self, artifact, **kwargs):
         super().__init__(artifact, **kwargs)
-        preprocessing = self.config["preprocessing"]
-        self.sample_rate: int = preprocessing["sample_rate"]
-        self.min_samples: int = preprocessing["min_samples"]
-        self.max_samples: int = preprocessing["max_samples"]
-        # artifacts from before the ONNX graph took whole hops have no multiple
-        self.sample_multiple: int = preprocessing.get("sample_multiple", 1)
+        self.audio = AudioInput.from_config(self.config["preprocessing"])
         decoding = dict(self.config["decoding"])
         if decoding["method"] == "ctc_beam":
             # flashlight reads the packaged lexicon and LM from files
@@ -62,7 +58,7 @@ class SpeechPredictor(Predictor):
 
     def read(self, source: Audio, sample_rate: int | None = None) -> torch.Tensor:
         """A mono float waveform at the model's rate (see :func:`read_audio`)."""
-        return read_audio(source, self.sample_rate, self.max_samples, sample_rate)
+        return self.audio.read(source, sample_rate)
 
     # --- predicting ------------------------------------------------------------------------
 
@@ -94,7 +90,7 @@ class SpeechPredictor(Predictor):
         return results
 
     def _transcribe_batch(self, waveforms: list[torch.Tensor]) -> list[str]:
-        batch, lengths = pad_waveforms(waveforms, self.min_samples, self.sample_multiple)
+        batch, lengths = self.audio.batch(waveforms)
         # (CTC models only: a joint model's cross-attention caches are laid out layer-first)
         split = self.runtime.startswith("onnx") and not self.config["attention"]
         rows = ONNX_ROWS_PER_RUN if split else len(waveforms)
@@ -131,6 +127,31 @@ class SpeechPredictor(Predictor):
             step,
             lambda rows: empty_cache(layout, rows, self.device),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInput:
+    """What an artifact's waveform graph accepts (its ``preprocessing`` config): the rate,
+    the length limits, and the multiple of samples a batch is padded to (the ONNX graphs take
+    whole hops)."""
+
+    sample_rate: int
+    min_samples: int
+    max_samples: int
+    sample_multiple: int = 1  # artifacts from before the whole-hop ONNX graphs have none
+
+    @classmethod
+    def from_config(cls, preprocessing: dict) -> AudioInput:
+        fields = ("sample_rate", "min_samples", "max_samples", "sample_multiple")
+        return cls(**{key: int(preprocessing[key]) for key in fields if key in preprocessing})
+
+    def read(self, source: Audio, sample_rate: int | None = None) -> torch.Tensor:
+        """See :func:`read_audio`."""
+        return read_audio(source, self.sample_rate, self.max_samples, sample_rate)
+
+    def batch(self, waveforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :func:`pad_waveforms`."""
+        return pad_waveforms(waveforms, self.min_samples, self.sample_multiple)
 
 
 def pad_waveforms(

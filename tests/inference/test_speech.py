@@ -1,7 +1,6 @@
 """Speech recognition end to end: train a tiny recogniser, export it, transcribe in a fresh
 process without the training stack, and compare with the eager model."""
 
-import importlib.util
 import json
 import shutil
 from collections import Counter
@@ -18,6 +17,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from helpers.bad_files import corrupt_flac, nonfinite_wav
 from helpers.runs import TINY_ASR, tiny_speech_corpus
+from helpers.scripts import load_script
 from inference.runs import (
     FULL_RUN,
     memorised,
@@ -77,15 +77,6 @@ def ctc_artifact(ctc_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("ctc_export") / "asr.mmembed"
     assert export_main([str(ctc_run), "--out", str(out)]) == 0
     return out
-
-
-def _script(name: str):
-    """A module of scripts/ (not a package), imported from its file."""
-    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def eager_transcripts(run_dir: Path, files, config=None) -> list[str]:
@@ -199,7 +190,7 @@ def test_the_int8_runtime_quantises_the_encoder_products_and_keeps_the_front_end
     files = audio_files(corpus)
     waveforms = [load_audio(f, 16000) for f in files]
     predictor = from_artifact(artifact, runtime="onnx-int8")  # its self-test passes
-    batch, lengths = pad_waveforms(waveforms, 0, predictor.sample_multiple)
+    batch, lengths = pad_waveforms(waveforms, 0, predictor.audio.sample_multiple)
     with torch.no_grad():
         expected, frame_lengths = task(batch, lengths)
     got, got_lengths = predictor.graphs["encoder"](batch, lengths)
@@ -227,7 +218,8 @@ def test_the_int8_runtime_quantises_the_encoder_products_and_keeps_the_front_end
         "onnx-int8": predictor.transcribe(manifest_files),
     }
     capsys.readouterr()
-    _script("eval_speech_artifact").main([str(out), str(manifest), "--runtimes", "onnx,onnx-int8"])
+    evaluate = load_script("eval_speech_artifact").main
+    evaluate([str(out), str(manifest), "--runtimes", "onnx,onnx-int8"])
     table = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
     expected_table = []
     for runtime, hypotheses in transcripts.items():
